@@ -1,0 +1,55 @@
+"""``medsam-kit <verb>``: one argparse subcommand per step, each a thin front end over the library.
+
+Each verb lives in ``medsam_kit/cli/<verb>.py`` and exposes ``register(subparsers)``, which adds
+its parser and sets ``func(args) -> int`` as the default. Errors the user can fix (bad paths,
+bad data) print one line and exit 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from medsam_kit import __version__
+
+VERBS = ("phantoms", "check", "prepare", "evaluate", "info")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medsam-kit",
+        description="Medical-image segmentation with SAM-family models: data, training, inference.",
+    )
+    parser.add_argument("--version", action="version", version=f"medsam_kit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb in VERBS:
+        importlib.import_module(f"medsam_kit.cli.{verb}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, TypeError, OSError) as exc:
+        if args.debug:
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"medsam-kit {args.verb}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

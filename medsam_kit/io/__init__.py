@@ -1,0 +1,226 @@
+"""Read and write volumes with their geometry.
+
+Every reader returns a :class:`Volume`: ``array`` in ``(Z, Y, X)`` (or ``(C, Z, Y, X)``) order
+and a :class:`Geometry` in ITK/LPS convention (spacing and origin in ``(x, y, z)`` order; see
+:mod:`medsam_kit.io.geometry`). Writers keep geometry and write atomically (temporary file,
+then rename), so an interrupted write never leaves a half file under the final name.
+
+Formats, chosen from the path:
+
+=====================  ======================  =============================================
+path                   format                  notes
+=====================  ======================  =============================================
+``*.nii``, ``*.nii.gz``  NIfTI (SimpleITK)     geometry stored as float32 by the format
+``*.nrrd``, ``*.nhdr``   NRRD (SimpleITK)      C-channel arrays as vector pixels
+``*.mha``, ``*.mhd``     MetaImage (SimpleITK)
+``*.tif``, ``*.tiff``    TIFF stack (tifffile) geometry in the JSON description
+``*.png``                2D PNG (Pillow)       one slice; geometry in a tEXt chunk
+``*.h5``, ``*.hdf5``     HDF5 (h5py)           ``key`` selects the dataset
+folder                   DICOM series, or      DICOM when the folder holds a series;
+                         PNG/TIFF slices       otherwise 2D slices stacked in natural order
+=====================  ======================  =============================================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from medsam_kit.io import _dicom, _hdf5, _png, _sitk, _tiff
+from medsam_kit.io.atomic import atomic_dir, atomic_path, atomic_write_text
+from medsam_kit.io.geometry import Geometry
+from medsam_kit.io.volume import Volume
+
+__all__ = [
+    "Geometry", "Volume", "read_volume", "write_volume", "volume_format", "strip_volume_suffix",
+    "VOLUME_SUFFIXES", "atomic_path", "atomic_dir", "atomic_write_text", "read_image_header",
+]
+
+_FORMATS = {
+    ".nii.gz": "nifti", ".nii": "nifti", ".seg.nrrd": "nrrd", ".nrrd": "nrrd", ".nhdr": "nrrd",
+    ".mha": "mha", ".mhd": "mha", ".tif": "tiff", ".tiff": "tiff", ".png": "png",
+    ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5",
+}
+#: File suffixes recognised as single-file volumes (longest first).
+VOLUME_SUFFIXES = tuple(sorted(_FORMATS, key=len, reverse=True))
+_SLICE_SUFFIXES = (".png", ".tif", ".tiff")
+_FOLDER_FORMATS = ("dicom", "png-slices", "tiff-slices")
+
+
+def volume_format(path: str | os.PathLike) -> str:
+    """Format name for ``path`` ('nifti', 'nrrd', 'mha', 'tiff', 'png', 'hdf5', or 'folder')."""
+    path = Path(path)
+    if path.is_dir():
+        return "folder"
+    name = path.name.lower()
+    for suffix in VOLUME_SUFFIXES:
+        if name.endswith(suffix):
+            return _FORMATS[suffix]
+    raise ValueError(f"{path}: unknown volume format; expected one of {', '.join(VOLUME_SUFFIXES)} or a folder")
+
+
+def strip_volume_suffix(name: str) -> str:
+    """'case_001.nii.gz' -> 'case_001' (case ids are file names without a volume suffix)."""
+    lower = name.lower()
+    for suffix in VOLUME_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _natural_key(path: Path) -> list:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def _read_slice_folder(folder: Path) -> Volume:
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in _SLICE_SUFFIXES), key=_natural_key)
+    if not files:
+        raise ValueError(f"{folder}: folder holds neither a DICOM series nor PNG/TIFF slices")
+    slices, geometry = [], None
+    for file in files:
+        if file.suffix.lower() == ".png":
+            array, stored = _png.read_slice(file)
+            geometry = geometry or stored
+        else:
+            array = _tiff.read_slice(file)
+        if slices and array.shape != slices[0].shape:
+            raise ValueError(f"{file}: slice shape {array.shape} differs from {files[0].name} {slices[0].shape}")
+        slices.append(array)
+    stack = np.stack(slices, axis=-3)  # (Z, Y, X) or (C, Z, Y, X)
+    return Volume(stack, geometry or Geometry(), {"format": "slices", "files": len(files)})
+
+
+def read_volume(path: str | os.PathLike, key: str | None = None) -> Volume:
+    """Read a volume and its geometry.
+
+    Args:
+        path: a file of a supported format, a DICOM series folder or a folder of 2D slices.
+        key: HDF5 dataset name (needed when the file holds several datasets), or DICOM series UID.
+
+    Returns:
+        :class:`Volume` with ``array`` ``(Z, Y, X)`` or ``(C, Z, Y, X)`` and LPS geometry.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: unknown format or an unreadable/corrupt file (message names the file).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    fmt = volume_format(path)
+    try:
+        if fmt == "folder":
+            if _dicom.series_ids(path):
+                return _dicom.read(path, key)
+            return _read_slice_folder(path)
+        if fmt in ("nifti", "nrrd", "mha"):
+            return _sitk.read(path)
+        if fmt == "tiff":
+            return _tiff.read(path)
+        if fmt == "png":
+            return _png.read(path)
+        return _hdf5.read(path, key)
+    except (ValueError, KeyError, FileNotFoundError):
+        raise
+    except Exception as exc:  # corrupt/truncated files raise many library-specific types
+        raise ValueError(f"{path}: cannot read as {fmt}: {str(exc).strip().splitlines()[0] if str(exc) else exc!r}") \
+            from exc
+
+
+def read_image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], Geometry] | None:
+    """Shape ``(Z, Y, X)`` (or with channels first) and geometry without reading pixels.
+
+    Only for SimpleITK formats (NIfTI/NRRD/MHA); returns None for others (read them instead).
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if volume_format(path) not in ("nifti", "nrrd", "mha"):
+        return None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: cannot read header: {str(exc).strip().splitlines()[0]}") from exc
+    size = list(reader.GetSize())[::-1]
+    if reader.GetNumberOfComponents() > 1:
+        size = [reader.GetNumberOfComponents(), *size]
+    dim = reader.GetDimension()
+    direction = np.asarray(reader.GetDirection()).reshape(dim, dim)
+    spacing, origin = list(reader.GetSpacing())[:3], list(reader.GetOrigin())[:3]
+    if dim == 2:
+        spacing, origin = [*spacing, 1.0], [*origin, 0.0]
+        d3 = np.eye(3)
+        d3[:2, :2] = direction
+        direction = d3
+    return tuple(size), Geometry(tuple(spacing), tuple(origin), tuple(map(tuple, direction[:3, :3])))
+
+
+def write_volume(path: str | os.PathLike, volume: Volume, *, key: str = "main", folder_format: str | None = None,
+                 compress: bool = True) -> Path:
+    """Write ``volume`` to ``path`` atomically, keeping its geometry.
+
+    Args:
+        path: destination; the suffix picks the format. A path without a volume suffix is a
+            folder and needs ``folder_format``.
+        volume: the :class:`Volume` to write (``(Z, Y, X)`` or ``(C, Z, Y, X)``).
+        key: HDF5 dataset name.
+        folder_format: 'dicom' (integer scalar volumes), 'png-slices' or 'tiff-slices'.
+        compress: gzip/zlib compression where the format supports it.
+
+    Returns:
+        The final path.
+    """
+    path = Path(path)
+    if folder_format is not None:
+        if folder_format not in _FOLDER_FORMATS:
+            raise ValueError(f"folder_format must be one of {_FOLDER_FORMATS}, got {folder_format!r}")
+        with atomic_dir(path) as tmp:
+            if folder_format == "dicom":
+                _dicom.write(tmp, volume, modality=volume.meta.get("modality") or "OT")
+            else:
+                suffix = ".png" if folder_format == "png-slices" else ".tif"
+                writer = _png.write if suffix == ".png" else _tiff.write
+                array = volume.array
+                for k in range(volume.spatial_shape[0]):
+                    slab = array[k:k + 1] if array.ndim == 3 else array[:, k:k + 1]
+                    writer(tmp / f"slice_{k:04d}{suffix}", Volume(slab, volume.geometry))
+        return path
+    fmt = volume_format(path) if path.suffix else None
+    if fmt is None or fmt == "folder":
+        raise ValueError(f"{path}: give a file suffix ({', '.join(VOLUME_SUFFIXES)}) or folder_format=")
+    if path.name.lower().endswith((".mhd", ".nhdr")):
+        _write_detached_header(path, volume, compress)
+        return path
+    with atomic_path(path) as tmp:
+        if fmt in ("nifti", "nrrd", "mha"):
+            _sitk.write(tmp, volume, vector=fmt != "nifti", compress=compress)
+        elif fmt == "tiff":
+            _tiff.write(tmp, volume)
+        elif fmt == "png":
+            _png.write(tmp, volume)
+        else:
+            _hdf5.write(tmp, volume, key=key)
+    return path
+
+
+def _write_detached_header(path: Path, volume: Volume, compress: bool) -> None:
+    """MHD/NHDR keep pixels in a second file named in the header: write both in a temporary
+    folder under their final names, then move the data file(s) first and the header last."""
+    import shutil
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        _sitk.write(tmp / path.name, volume, vector=True, compress=compress)
+        for file in tmp.iterdir():
+            if file.name != path.name:
+                os.replace(file, path.parent / file.name)
+        os.replace(tmp / path.name, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
