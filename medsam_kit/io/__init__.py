@@ -81,11 +81,9 @@ def _read_slice_folder(folder: Path) -> Volume:
         raise ValueError(f"{folder}: folder holds neither a DICOM series nor PNG/TIFF slices")
     slices, geometry = [], None
     for file in files:
-        if file.suffix.lower() == ".png":
-            array, stored = _png.read_slice(file)
-            geometry = geometry or stored
-        else:
-            array = _tiff.read_slice(file)
+        reader = _png.read_slice if file.suffix.lower() == ".png" else _tiff.read_slice
+        array, stored = reader(file)
+        geometry = geometry or stored
         if slices and array.shape != slices[0].shape:
             raise ValueError(f"{file}: slice shape {array.shape} differs from {files[0].name} {slices[0].shape}")
         slices.append(array)
@@ -123,11 +121,20 @@ def read_volume(path: str | os.PathLike, key: str | None = None) -> Volume:
         if fmt == "png":
             return _png.read(path)
         return _hdf5.read(path, key)
-    except (ValueError, KeyError, FileNotFoundError):
+    except (KeyError, FileNotFoundError):
         raise
     except Exception as exc:  # corrupt/truncated files raise many library-specific types
-        raise ValueError(f"{path}: cannot read as {fmt}: {str(exc).strip().splitlines()[0] if str(exc) else exc!r}") \
-            from exc
+        if isinstance(exc, ValueError) and str(path) in str(exc):
+            raise  # already names the file
+        raise ValueError(f"{path}: cannot read as {fmt}: {_short_error(exc)}; is the file complete?") from exc
+
+
+def _short_error(exc: Exception) -> str:
+    """One readable line from a library exception (ITK puts the useful part after a source location)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [repr(exc)]
+    line = next((ln for ln in lines if "ERROR" in ln), lines[0])
+    line = re.sub(r"\w+\(0x[0-9a-f]+\): ", "", line.split("ITK ERROR: ")[-1])
+    return line[:200]
 
 
 def read_image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], Geometry] | None:

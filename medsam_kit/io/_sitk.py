@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +61,40 @@ def image_from_array(array: np.ndarray, geometry: Geometry, vector: bool) -> sit
     return image
 
 
+def _check_nifti_complete(path: Path) -> None:
+    """Raise ValueError for a truncated NIfTI file.
+
+    ITK's NIfTI reader zero-fills missing bytes without an error, so a half-copied scan would
+    silently read as a half-black volume. For ``.nii.gz`` the gzip stream must reach its end
+    marker; for ``.nii`` the file must hold header + all voxels.
+    """
+    if path.name.lower().endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as stream:
+                while stream.read(1 << 22):
+                    pass
+        except (EOFError, OSError, zlib.error) as exc:
+            raise ValueError(f"{path}: truncated or corrupt gzip stream ({exc})") from exc
+        return
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    voxels = int(np.prod(reader.GetSize())) * reader.GetNumberOfComponents()
+    itemsize = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * reader.GetDimension(),
+                                                              reader.GetPixelID())).dtype).itemsize
+    with open(path, "rb") as f:
+        header = f.read(352)
+    vox_offset = int(np.frombuffer(header[108:112], "<f4")[0]) if len(header) >= 112 else 352
+    if vox_offset <= 0 or vox_offset > 1e6:  # big-endian or odd header; fall back to the minimum
+        vox_offset = 352
+    if path.stat().st_size < vox_offset + voxels * itemsize:
+        raise ValueError(f"{path}: truncated file ({path.stat().st_size} bytes, header says "
+                         f"{vox_offset + voxels * itemsize}); re-copy or re-export it")
+
+
 def read(path: Path) -> Volume:
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_complete(path)
     image = sitk.ReadImage(str(path))
     array = sitk.GetArrayFromImage(image)
     if image.GetNumberOfComponentsPerPixel() > 1:

@@ -40,7 +40,8 @@ def read(path: Path) -> Volume:
     with tifffile.TiffFile(path) as tif:
         array = tif.asarray()
         meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
-        if _GEOMETRY_KEY in meta:
+        stored = _GEOMETRY_KEY in meta
+        if stored:
             geometry = Geometry.from_json(meta[_GEOMETRY_KEY])
         else:
             geometry = _fallback_geometry(tif)
@@ -48,7 +49,7 @@ def read(path: Path) -> Volume:
         array = array[None]
     elif array.ndim == 3 and array.shape[-1] in (3, 4) and tif_is_rgb(path):
         array = np.moveaxis(array, -1, 0)[:, None]  # one RGB(A) slice -> (C, 1, Y, X)
-    return Volume(array, geometry, {"format": "tiff"})
+    return Volume(array, geometry, {"format": "tiff", "stored_geometry": stored})
 
 
 def tif_is_rgb(path: Path) -> bool:
@@ -63,6 +64,11 @@ def write(path: Path, volume: Volume) -> None:
     tifffile.imwrite(path, array, metadata={_GEOMETRY_KEY: volume.geometry.to_json()}, photometric="minisblack")
 
 
-def read_slice(path: Path) -> np.ndarray:
-    """A single 2D TIFF image as ``(Y, X)`` (or ``(Y, X, C)``)."""
-    return tifffile.imread(path)
+def read_slice(path: Path) -> tuple[np.ndarray, Geometry | None]:
+    """A single 2D TIFF image as ``(Y, X)`` (``(C, Y, X)`` for RGB) and its stored geometry, if any."""
+    volume = read(path)
+    if volume.spatial_shape[0] != 1:
+        raise ValueError(f"{path}: expected one 2D slice, found a stack of {volume.spatial_shape[0]}")
+    array = volume.array[0] if volume.array.ndim == 3 else volume.array[:, 0]
+    stored = volume.geometry if volume.meta.get("stored_geometry") else None
+    return array, stored

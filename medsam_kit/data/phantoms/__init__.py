@@ -1,0 +1,53 @@
+"""Synthetic phantoms written in each dataset's raw layout (DESIGN.md §4).
+
+Real data cannot be downloaded where this toolkit is built and tested, so every dataset
+family has a generator that writes the same file names, dtypes, label values, orientation and
+anisotropy as the real release, with a task that is not trivial (confusable neighbours,
+intensity inhomogeneity, noise, partial volume, variability between cases).
+
+Each generator module exposes
+``generate(out_dir: Path, *, cases: int | None = None, seed: int = 0, progress=None, **options)``
+where ``cases=None`` uses the module's small default and ``progress`` (optional) is called as
+``progress(done, total)`` after each case.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+#: dataset name -> (module, fixed options). 'brats2021' is BraTS with the 2021 file naming.
+GENERATORS: dict[str, tuple[str, dict]] = {
+    "acdc": ("medsam_kit.data.phantoms.acdc", {}),
+    "bhsd": ("medsam_kit.data.phantoms.bhsd", {}),
+    "brats": ("medsam_kit.data.phantoms.brats", {"naming": "2023"}),
+    "brats2021": ("medsam_kit.data.phantoms.brats", {"naming": "2021"}),
+    "em": ("medsam_kit.data.phantoms.em", {}),
+}
+
+
+def generate_phantoms(dataset: str, out_dir: str | Path, *, cases: int | None = None, seed: int = 0,
+                      progress: Callable[[int, int], None] | None = None, **options) -> Path:
+    """Write a synthetic dataset in the raw layout of ``dataset`` under ``out_dir``.
+
+    Args:
+        dataset: one of :data:`GENERATORS` ('acdc', 'bhsd', 'brats', 'brats2021', 'em').
+        out_dir: destination folder (created).
+        cases: number of cases (patients / volumes / stacks); None for the generator's default.
+        seed: deterministic seed; the same seed gives the same files.
+        progress: optional ``progress(done, total)`` callback.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    if dataset not in GENERATORS:
+        raise ValueError(f"no phantom generator for {dataset!r}; choose one of {', '.join(GENERATORS)}")
+    if cases is not None and cases < 1:
+        raise ValueError(f"cases must be at least 1, got {cases}")
+    module_name, fixed = GENERATORS[dataset]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    importlib.import_module(module_name).generate(out_dir, cases=cases, seed=seed, progress=progress,
+                                                  **{**fixed, **options})
+    return out_dir
