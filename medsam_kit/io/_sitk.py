@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from pathlib import Path
 
@@ -61,45 +60,52 @@ def image_from_array(array: np.ndarray, geometry: Geometry, vector: bool) -> sit
     return image
 
 
-def _check_nifti_complete(path: Path) -> None:
-    """Raise ValueError for a truncated NIfTI file.
+def _read_nifti(path: Path) -> Volume:
+    """NIfTI: geometry from ITK's header reader, voxels from nibabel.
 
-    ITK's NIfTI reader zero-fills missing bytes without an error, so a half-copied scan would
-    silently read as a half-black volume. For ``.nii.gz`` the gzip stream must reach its end
-    marker; for ``.nii`` the file must hold header + all voxels.
+    ITK's NIfTI reader (5.4) silently turns NaN/Inf into 0 and zero-fills truncated files, so a
+    half-copied or NaN-holding scan would read as plausible data. nibabel keeps non-finite
+    values and raises on truncation; ITK stays the source of geometry so every format shares
+    ITK's LPS conventions (sform/qform choice included).
     """
-    if path.name.lower().endswith(".gz"):
-        try:
-            with gzip.open(path, "rb") as stream:
-                while stream.read(1 << 22):
-                    pass
-        except (EOFError, OSError, zlib.error) as exc:
-            raise ValueError(f"{path}: truncated or corrupt gzip stream ({exc})") from exc
-        return
+    import nibabel
+
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
-    voxels = int(np.prod(reader.GetSize())) * reader.GetNumberOfComponents()
-    itemsize = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * reader.GetDimension(),
-                                                              reader.GetPixelID())).dtype).itemsize
-    with open(path, "rb") as f:
-        header = f.read(352)
-    vox_offset = int(np.frombuffer(header[108:112], "<f4")[0]) if len(header) >= 112 else 352
-    if vox_offset <= 0 or vox_offset > 1e6:  # big-endian or odd header; fall back to the minimum
-        vox_offset = 352
-    if path.stat().st_size < vox_offset + voxels * itemsize:
-        raise ValueError(f"{path}: truncated file ({path.stat().st_size} bytes, header says "
-                         f"{vox_offset + voxels * itemsize}); re-copy or re-export it")
+    if reader.GetNumberOfComponents() > 1 or reader.GetDimension() > 4:
+        return _read_with_sitk(path)  # vector NIfTI (intent codes): rare, ITK handles the layout
+    try:
+        array = np.asanyarray(nibabel.load(path).dataobj)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ValueError(f"{path}: truncated or corrupt NIfTI ({str(exc).splitlines()[0]}); re-copy or re-export it") \
+            from exc
+    array = np.ascontiguousarray(array.T)  # nibabel (X, Y, Z[, T]) -> (([T,] Z, Y, X)
+    itk_dtype = sitk.GetArrayViewFromImage(sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())).dtype
+    if array.dtype != itk_dtype and np.can_cast(array.dtype, itk_dtype, "same_kind"):
+        array = array.astype(itk_dtype)  # scl_slope scaling: use the pixel type ITK chose
+    expected = tuple(reader.GetSize())[::-1]
+    if array.shape != expected:
+        raise ValueError(f"{path}: voxel array {array.shape} does not match header size {expected}")
+    header = sitk.Image([1] * reader.GetDimension(), sitk.sitkUInt8)
+    header.SetSpacing(reader.GetSpacing())
+    header.SetOrigin(reader.GetOrigin())
+    header.SetDirection(reader.GetDirection())
+    return Volume(array, geometry_from_image(header), {"format": "nifti", "pixel_type": str(array.dtype)})
 
 
-def read(path: Path) -> Volume:
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_complete(path)
+def _read_with_sitk(path: Path) -> Volume:
     image = sitk.ReadImage(str(path))
     array = sitk.GetArrayFromImage(image)
     if image.GetNumberOfComponentsPerPixel() > 1:
         array = np.moveaxis(array, -1, 0)  # (Z,Y,X,C) -> (C,Z,Y,X)
     return Volume(array, geometry_from_image(image), {"format": "sitk", "pixel_type": image.GetPixelIDTypeAsString()})
+
+
+def read(path: Path) -> Volume:
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        return _read_nifti(path)
+    return _read_with_sitk(path)
 
 
 def write(path: Path, volume: Volume, vector: bool, compress: bool = True) -> None:

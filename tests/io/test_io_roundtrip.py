@@ -206,3 +206,30 @@ def test_geometry_affines_and_index_mapping():
     assert Geometry.from_json(geometry.to_json()) == geometry
     with pytest.raises(ValueError, match="spacing"):
         Geometry((1.0, 0.0, 1.0))
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha", ".tif", ".h5"])
+def test_non_finite_values_survive(tmp_path, suffix):
+    """ITK's NIfTI reader alone would turn NaN/Inf into 0; a NaN must stay visible to checks."""
+    array = _array("float32")
+    array[1, 2, 3], array[0, 0, 0], array[2, 1, 1] = np.nan, np.inf, -np.inf
+    back = read_volume(write_volume(tmp_path / f"nan{suffix}", Volume(array, GEOMETRIES["oblique"])))
+    assert np.isnan(back.array[1, 2, 3]) and np.isposinf(back.array[0, 0, 0]) and np.isneginf(back.array[2, 1, 1])
+    assert np.array_equal(back.array, array, equal_nan=True)
+
+
+def test_nifti_scaled_integers_match_itk(tmp_path):
+    """scl_slope/scl_inter are applied like ITK does (same values and pixel type)."""
+    import nibabel
+    import SimpleITK as sitk
+
+    data = np.arange(60, dtype=np.int16).reshape(3, 4, 5)
+    image = nibabel.Nifti1Image(data.T, np.diag([-0.5, -0.5, 2.0, 1.0]))
+    image.header.set_slope_inter(0.5, -10.0)
+    path = tmp_path / "scaled.nii.gz"
+    nibabel.save(image, path)
+    itk = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    back = read_volume(path)
+    assert back.array.dtype == itk.dtype and np.allclose(back.array, itk)
+    assert np.allclose(back.array, data * 0.5 - 10.0)
+    assert back.geometry.almost_equal(Geometry((0.5, 0.5, 2.0)), 1e-6)
