@@ -1,0 +1,77 @@
+"""``medsam-kit evaluate``: exit codes, printed table, outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medsam_kit.cli.main import main
+from medsam_kit.io import Geometry, Volume, write_volume
+
+GEOMETRY = Geometry(spacing=(1.0, 1.0, 2.5), origin=(5.0, -3.0, 0.0))
+
+
+@pytest.fixture
+def folders(tmp_path):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    for k in range(2):
+        labels = np.zeros((5, 16, 16), np.uint8)
+        labels[1:4, 3 + k:12, 3:12] = 2
+        labels[1:4, 5 + k:9, 5:9] = 3
+        labels[1:4, 12:15, 4:8] = 1
+        write_volume(gt_dir / f"patient00{k}_frame01_gt.nii.gz", Volume(labels, GEOMETRY))
+        write_volume(pred_dir / f"patient00{k}_frame01.nii.gz", Volume(labels, GEOMETRY))
+    return gt_dir, pred_dir
+
+
+def test_complete_evaluation_exits_0_and_prints_the_table(folders, tmp_path, capsys):
+    gt_dir, pred_dir = folders
+    out = tmp_path / "out"
+    code = main(["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "--dataset", "acdc",
+                 "--out", str(out), "--nsd-tolerance", "1.5"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "2/2 cases scored" in printed and "NSD tolerance 1.5 mm" in printed
+    table = {line.split()[0]: line for line in printed.splitlines() if line.split()}
+    for name in ("RV", "MYO", "LV"):
+        assert "1.000 ± 0.000" in table[name]
+    assert str(out / "metrics.csv") in printed and str(out / "summary.json") in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nsd_tolerance_mm"] == 1.5 and summary["cases"]["scored"] == 2
+
+
+def test_missing_case_exits_1_and_still_writes_outputs(folders, capsys):
+    gt_dir, pred_dir = folders
+    (pred_dir / "patient001_frame01.nii.gz").unlink()
+    code = main(["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "--dataset", "acdc"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "missing predictions (1): patient001_frame01" in captured.err
+    default_out = pred_dir / "evaluation"
+    assert (default_out / "metrics.csv").read_text().count("\n") == 1 + 2 * 3  # header + cases x classes
+    assert json.loads((default_out / "summary.json").read_text())["missing"] == ["patient001_frame01"]
+
+
+def test_geometry_mismatch_exits_1(folders, capsys):
+    gt_dir, pred_dir = folders
+    labels = np.zeros((5, 16, 16), np.uint8)
+    write_volume(pred_dir / "patient000_frame01.nii.gz", Volume(labels, Geometry(spacing=(1.0, 1.0, 3.0))))
+    assert main(["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "--dataset", "acdc"]) == 1
+    assert "geometry differs" in capsys.readouterr().err
+
+
+def test_unusable_input_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "pred").mkdir()
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "nope"),
+                 "--dataset", "acdc"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "nope" in err
+
+
+def test_help_documents_exit_codes_and_pairing(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = capsys.readouterr().out
+    assert "exit status" in text and "_gt" in text and "--nsd-tolerance" in text
