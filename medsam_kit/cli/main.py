@@ -27,13 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb in VERBS:
-        try:  # TEMPORARY during parallel development: skip verbs not written yet
-            module = importlib.import_module(f"medsam_kit.cli.{verb}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"medsam_kit.cli.{verb}":
-                raise
-            continue
-        module.register(subparsers)
+        importlib.import_module(f"medsam_kit.cli.{verb}").register(subparsers)
     return parser
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from medsam_kit.data.phantoms import GENERATORS, generate_phantoms
+from medsam_kit.data.phantoms.predictions import simulate_predictions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cases", type=int, default=None,
                         help="number of cases (patients / volumes / stacks); default: a small set for tests")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--predictions", type=Path, metavar="DIR",
+                        help="also write simulated predictions (each labeled case's ground truth with realistic "
+                             "errors: eroded/dilated, shifted, a missed slice, a spurious blob) to DIR as "
+                             "<case_id>.nii.gz, for trying `medsam-kit evaluate` before a model is trained")
     parser.set_defaults(func=run)
 
 
@@ -35,4 +40,11 @@ def run(args: argparse.Namespace) -> int:
 
         out = generate_phantoms(args.dataset, args.out, cases=args.cases, seed=args.seed, progress=progress)
     print(f"wrote {args.dataset} phantoms to {out}")
+    if args.predictions is not None:
+        adapter_name = "brats" if args.dataset.startswith("brats") else args.dataset
+        roots = [out / sub for sub in ("lucchi", "mitoem")] if args.dataset == "em" else [out]
+        written = []
+        for root in roots:  # EM phantoms hold two domains, each a dataset root of its own
+            written += simulate_predictions(adapter_name, root, args.predictions, seed=args.seed)
+        print(f"wrote {len(written)} simulated predictions to {args.predictions}")
     return 0

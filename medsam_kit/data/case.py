@@ -40,7 +40,8 @@ class Case:
             raise ValueError(f"case {self.case_id}: {self.image.shape[0]} channels but channel_names "
                              f"{list(self.channel_names)}")
         if self.label is not None and self.label.shape != self.image.shape[1:]:
-            raise ValueError(f"case {self.case_id}: label shape {self.label.shape} != image grid {self.image.shape[1:]}")
+            raise ValueError(f"case {self.case_id}: label shape {self.label.shape} != image grid "
+                             f"{self.image.shape[1:]}")
 
     @property
     def labeled(self) -> bool:
@@ -49,3 +50,9 @@ class Case:
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
         return tuple(self.image.shape[1:])  # type: ignore[return-value]
+
+
+def case_file_stem(case_id: str) -> str:
+    """File name stem for outputs of ``case_id`` (predictions): ids may hold ``/`` (EM domains
+    such as ``lucchi/testing``), file names may not, so ``/`` becomes ``__``."""
+    return case_id.replace("/", "__")

@@ -10,7 +10,7 @@ What is checked (``Problem.kind``; see :data:`KINDS`):
 * the folder can be discovered (missing folders, missing modalities), case ids are unique;
 * every file exists and can be read completely (truncated / corrupt files);
 * all channels of a case and its label share one grid: shape, spacing, origin and direction
-  (spacing/origin within :data:`GEOMETRY_ATOL` mm, direction within :data:`GEOMETRY_ATOL`);
+  (within a thousandth of a voxel, see :meth:`Geometry.describe_difference`);
 * images hold finite values and are not empty (all zero) or constant;
 * labels are whole numbers within the dataset's label set (offending values listed with their
   voxel counts); an all-background label is only a warning (lesion-free BHSD scans are normal);
@@ -33,12 +33,11 @@ from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter
 from medsam_kit.data.datasets import DatasetSpec
 from medsam_kit.io import Geometry, Volume, read_image_header, read_volume, volume_format
 
-__all__ = ["Problem", "KINDS", "ERROR", "WARNING", "GEOMETRY_ATOL", "check_dataset", "check_record"]
+__all__ = ["Problem", "KINDS", "ERROR", "WARNING", "check_dataset", "check_record"]
 
 ERROR, WARNING = "error", "warning"
 #: Tolerance for spacing/origin (mm) and direction cosines. NIfTI stores geometry as float32,
 #: so files written from the same grid agree to ~1e-5; real misregistration is far larger.
-GEOMETRY_ATOL = 1e-4
 
 #: Every problem kind, with what it means (also shown by ``medsam-kit check --help``).
 KINDS: dict[str, str] = {
@@ -239,17 +238,12 @@ def _check_grids(case: str, images: list[Path], label: Path | None,
 def _geometry_difference(a: _Grid, b: _Grid) -> str:
     """'' when both grids sit at the same place (or one stores no geometry), else what differs.
 
-    Spacing/origin tolerance is :data:`GEOMETRY_ATOL` mm, shrunk to 1% of a voxel for EM grids
-    (5 nm voxels), where 1e-4 mm would be 20 voxels; direction cosines use :data:`GEOMETRY_ATOL`.
+    Uses :meth:`Geometry.describe_difference`, whose tolerance is a fraction of a voxel, so 1 mm
+    MRI and 5 nm EM grids are judged alike.
     """
     if a.geometry is None or b.geometry is None:  # a file without stored geometry takes its image's
         return ""
-    atol = min(GEOMETRY_ATOL, 0.01 * min(*a.geometry.spacing, *b.geometry.spacing))
-    parts = [p for p in a.geometry.describe_difference(b.geometry, atol=atol).split("; ") if p]
-    if "direction differs" in parts and np.allclose(a.geometry.direction_matrix, b.geometry.direction_matrix,
-                                                    rtol=0, atol=GEOMETRY_ATOL):
-        parts.remove("direction differs")
-    return "; ".join(parts)
+    return a.geometry.describe_difference(b.geometry)
 
 
 def _stored_geometry(path: Path, volume: Volume) -> Geometry | None:

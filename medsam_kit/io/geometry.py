@@ -103,23 +103,35 @@ class Geometry:
         return (lps @ self.direction_matrix) / np.asarray(self.spacing)
 
     # ------------------------------------------------------------ comparisons
-    def almost_equal(self, other: Geometry, atol: float = 1e-5) -> bool:
-        """True when spacing, origin and direction agree within ``atol`` (mm / unitless)."""
-        return (
-            np.allclose(self.spacing, other.spacing, rtol=0, atol=atol)
-            and np.allclose(self.origin, other.origin, rtol=0, atol=atol)
-            and np.allclose(self.direction_matrix, other.direction_matrix, rtol=0, atol=atol)
-        )
+    def _tolerances(self, atol: float | None, voxel_fraction: float) -> tuple[float, float]:
+        """(length tolerance in mm, direction tolerance): absolute when ``atol`` is given, else a
+        fraction of the smallest voxel — the same rule for 1 mm MRI and 5 nm EM grids."""
+        if atol is not None:
+            return atol, atol
+        return voxel_fraction * min(self.spacing), 1e-4  # direction cosines: float32 headers hold ~1e-7
 
-    def describe_difference(self, other: Geometry, atol: float = 1e-5) -> str:
-        """One-line human description of how two geometries differ ('' when equal)."""
+    def almost_equal(self, other: Geometry, atol: float | None = None, voxel_fraction: float = 1e-3) -> bool:
+        """True when both grids place every voxel at the same position.
+
+        Args:
+            other: geometry to compare with.
+            atol: absolute tolerance (mm for spacing/origin, unitless for direction). When None
+                (default) the tolerance is ``voxel_fraction`` of the smallest voxel size, so the
+                comparison means the same for any unit scale (NIfTI keeps geometry as float32).
+            voxel_fraction: see ``atol``.
+        """
+        return not self.describe_difference(other, atol, voxel_fraction)
+
+    def describe_difference(self, other: Geometry, atol: float | None = None, voxel_fraction: float = 1e-3) -> str:
+        """One-line human description of how two geometries differ ('' when equal within tolerance)."""
+        length_tol, direction_tol = self._tolerances(atol, voxel_fraction)
         parts = []
         for name in ("spacing", "origin"):
             a, b = getattr(self, name), getattr(other, name)
-            if not np.allclose(a, b, rtol=0, atol=atol):
+            if not np.allclose(a, b, rtol=0, atol=length_tol):
                 parts.append(f"{name} {_fmt(a)} vs {_fmt(b)}")
-        if not np.allclose(self.direction_matrix, other.direction_matrix, rtol=0, atol=atol):
-            parts.append("direction differs")
+        if not np.allclose(self.direction_matrix, other.direction_matrix, rtol=0, atol=direction_tol):
+            parts.append(f"direction {_fmt(self.direction_matrix.ravel())} vs {_fmt(other.direction_matrix.ravel())}")
         return "; ".join(parts)
 
     # ---------------------------------------------------------- constructors
@@ -140,7 +152,8 @@ class Geometry:
 
     # ------------------------------------------------------------- JSON I/O
     def to_dict(self) -> dict:
-        return {"spacing": list(self.spacing), "origin": list(self.origin), "direction": [list(r) for r in self.direction]}
+        return {"spacing": list(self.spacing), "origin": list(self.origin),
+                "direction": [list(row) for row in self.direction]}
 
     @classmethod
     def from_dict(cls, data: dict) -> Geometry:

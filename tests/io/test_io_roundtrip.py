@@ -233,3 +233,13 @@ def test_nifti_scaled_integers_match_itk(tmp_path):
     assert back.array.dtype == itk.dtype and np.allclose(back.array, itk)
     assert np.allclose(back.array, data * 0.5 - 10.0)
     assert back.geometry.almost_equal(Geometry((0.5, 0.5, 2.0)), 1e-6)
+
+
+def test_geometry_tolerance_scales_with_voxel_size():
+    """5 nm and 8 nm EM grids differ (an absolute 1e-5 mm tolerance would call them equal)."""
+    nm = 1e-6
+    assert not Geometry((5 * nm,) * 3).almost_equal(Geometry((8 * nm,) * 3))
+    assert Geometry((5 * nm,) * 3).almost_equal(Geometry((5 * nm * (1 + 1e-6),) * 3))
+    assert Geometry((1.0, 1.0, 5.0)).almost_equal(Geometry((1.0, 1.0, 5.0), (1e-5, 0, 0)))
+    assert not Geometry((1.0, 1.0, 5.0)).almost_equal(Geometry((1.0, 1.0, 5.0), (0.01, 0, 0)))
+    assert "origin" in Geometry().describe_difference(Geometry(origin=(0, 0, 1)))

@@ -27,9 +27,6 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 # Tolerances for "same grid": NIfTI stores geometry as float32, so files written from one
 # geometry differ by ~1e-7 relative; a real misregistration is orders of magnitude larger.
-_SPACING_RTOL = 1e-4
-_ORIGIN_VOXEL_FRACTION = 1e-3  # origin tolerance as a fraction of the smallest voxel side
-_DIRECTION_ATOL = 1e-4
 
 
 def visible(path: Path) -> bool:
@@ -66,27 +63,6 @@ def find_volume(folder: Path, stem: str, suffixes: Sequence[str] = NIFTI_SUFFIXE
     return None
 
 
-def geometry_mismatch(a: Geometry, b: Geometry) -> str:
-    """'' when ``a`` and ``b`` place the grid at the same place, else a one-line description.
-
-    Tolerances are relative to the voxel size, so EM grids (5e-6 mm voxels) and MRI grids (1 mm)
-    are judged alike.
-    """
-    parts = []
-    if not np.allclose(a.spacing, b.spacing, rtol=_SPACING_RTOL, atol=0):
-        parts.append(f"spacing {_fmt(a.spacing)} vs {_fmt(b.spacing)}")
-    origin_atol = _ORIGIN_VOXEL_FRACTION * min(min(a.spacing), min(b.spacing))
-    if not np.allclose(a.origin, b.origin, rtol=0, atol=origin_atol):
-        parts.append(f"origin {_fmt(a.origin)} vs {_fmt(b.origin)}")
-    if not np.allclose(a.direction_matrix, b.direction_matrix, rtol=0, atol=_DIRECTION_ATOL):
-        parts.append("direction differs")
-    return "; ".join(parts)
-
-
-def _fmt(values: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
-
-
 def read_scalar(path: Path, key: str | None = None) -> tuple[np.ndarray, Geometry]:
     """A single-channel volume ``(Z, Y, X)`` and its geometry (a ``(1, Z, Y, X)`` file is squeezed)."""
     volume = read_volume(path, key=key)
@@ -109,7 +85,7 @@ def check_same_grid(case_id: str, file: Path, shape: tuple, geometry: Geometry |
         raise ValueError(f"case {case_id}: {file} has grid shape {tuple(shape)} but {reference} has "
                          f"{tuple(ref_shape)}; both must be on the same (Z, Y, X) grid")
     if geometry is not None and ref_geometry is not None:
-        diff = geometry_mismatch(geometry, ref_geometry)
+        diff = geometry.describe_difference(ref_geometry)
         if diff:
             raise ValueError(f"case {case_id}: geometry of {file} differs from {reference} ({diff}); "
                              f"resample one onto the other or fix the header")
@@ -125,6 +101,12 @@ def to_label(array: np.ndarray, path: Path, binarize: bool = False) -> np.ndarra
     if array.size and (array.min() < 0 or array.max() > 255):
         raise ValueError(f"{path}: label values must lie in 0..255, found {array.min()}..{array.max()}")
     return array.astype(np.uint8, copy=False)
+
+
+def read_label(record: CaseRecord) -> tuple[np.ndarray, Geometry]:
+    """``CaseRecord.label_loader`` for layouts whose label is one plain label-map file."""
+    array, geometry = read_scalar(record.label_file)
+    return to_label(array, record.label_file), geometry
 
 
 def build_case(record: CaseRecord, spec: DatasetSpec, *, image_keys: Sequence[str | None] | None = None,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from medsam_kit.data.adapters._loading import build_case, find_volume, visible
+from medsam_kit.data.adapters._loading import build_case, find_volume, read_label, visible
 from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter
 from medsam_kit.data.case import Case
 from medsam_kit.data.datasets import ACDC, DatasetSpec
@@ -172,7 +172,8 @@ class AcdcAdapter(DatasetAdapter):
             label = find_volume(folder, f"{stem}_gt")
             records.append(CaseRecord(case_id=stem, image_files=(image,), label_file=label, subset=subset,
                                       loader=_load_frame,
-                                      meta={**base_meta, "phase": phase, "frame": frame}))
+                                      meta={**base_meta, "phase": phase, "frame": frame},
+                                      label_loader=read_label))
         return records
 
 

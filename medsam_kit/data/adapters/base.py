@@ -6,8 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from medsam_kit.data.case import Case
 from medsam_kit.data.datasets import DatasetSpec
+from medsam_kit.io.geometry import Geometry
 
 
 @dataclass
@@ -22,6 +25,8 @@ class CaseRecord:
         subset: where it came from in the raw layout ('training', 'testing', 'unlabeled', ...).
         meta: dataset-specific facts known without reading pixels (ACDC Info.cfg values, ...).
         loader: reads the files into a :class:`Case`.
+        label_loader: reads only the label ``(Z, Y, X)`` uint8 and its geometry; None means
+            :meth:`load_label` falls back to a full :meth:`load`.
     """
 
     case_id: str
@@ -30,9 +35,19 @@ class CaseRecord:
     subset: str
     loader: Callable[[CaseRecord], Case]
     meta: dict = field(default_factory=dict)
+    label_loader: Callable[[CaseRecord], tuple[np.ndarray, Geometry]] | None = None
 
     def load(self) -> Case:
         return self.loader(self)
+
+    def load_label(self) -> tuple[np.ndarray, Geometry]:
+        """The label map ``(Z, Y, X)`` and its geometry without reading the images (when possible)."""
+        if self.label_file is None:
+            raise ValueError(f"case {self.case_id} has no label file")
+        if self.label_loader is not None:
+            return self.label_loader(self)
+        case = self.load()
+        return case.label, case.geometry
 
     @property
     def labeled(self) -> bool:

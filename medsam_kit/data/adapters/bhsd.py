@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medsam_kit.data.adapters._loading import build_case, volume_files
+from medsam_kit.data.adapters._loading import build_case, read_label, volume_files
 from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter
 from medsam_kit.data.case import Case
 from medsam_kit.data.datasets import BHSD, DatasetSpec
@@ -55,7 +55,7 @@ class BhsdAdapter(DatasetAdapter):
         if orphans:
             raise FileNotFoundError(f"{label_dirs[0]}: masks without an image in {images_dir}: "
                                     f"{', '.join(orphans[:5])}{' ...' if len(orphans) > 5 else ''}")
-        records = [CaseRecord(case_id, (path,), masks.get(case_id), "images", _load, {"pool": False})
+        records = [CaseRecord(case_id, (path,), masks.get(case_id), "images", _load, {"pool": False}, read_label)
                    for case_id, path in images.items()]
         seen = {case_id: images_dir for case_id in images}
         for pool in pools:

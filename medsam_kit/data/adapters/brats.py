@@ -19,7 +19,7 @@ import functools
 import re
 from pathlib import Path
 
-from medsam_kit.data.adapters._loading import NIFTI_SUFFIXES, build_case, find_volume, visible
+from medsam_kit.data.adapters._loading import NIFTI_SUFFIXES, build_case, find_volume, read_label, visible
 from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter
 from medsam_kit.data.datasets import BRATS, BRATS2021, DatasetSpec
 
@@ -103,7 +103,7 @@ class BratsAdapter(DatasetAdapter):
                 images.append(path)
             label = find_volume(folder, f"{case_id}{sep}seg")
             meta = _case_meta(case_id, naming)
-            records.append(CaseRecord(case_id, tuple(images), label, root.name, loader, meta))
+            records.append(CaseRecord(case_id, tuple(images), label, root.name, loader, meta, read_label))
         return records
 
 

@@ -22,7 +22,7 @@ import json
 import re
 from pathlib import Path
 
-from medsam_kit.data.adapters._loading import build_case, visible
+from medsam_kit.data.adapters._loading import build_case, read_label, visible
 from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter
 from medsam_kit.data.datasets import DatasetSpec
 
@@ -142,7 +142,7 @@ class NnUNetAdapter(DatasetAdapter):
             if not label.is_file():
                 raise FileNotFoundError(f"{label}: missing label of training case {case_id}; every imagesTr "
                                         f"case needs labelsTr/{case_id}{ending}")
-            records.append(CaseRecord(case_id, files, label, "training", loader, dict(meta)))
+            records.append(CaseRecord(case_id, files, label, "training", loader, dict(meta), read_label))
         if (root / "labelsTr").is_dir():
             orphans = sorted(p.name for p in (root / "labelsTr").iterdir()
                              if visible(p) and p.name.endswith(ending)
