@@ -14,7 +14,7 @@ _DESCRIPTION = (
     "Check a raw dataset folder the way nnU-Net verifies its datasets, reporting every problem instead "
     "of stopping at the first.",
     "Per case, one file at a time (header first, then pixels): files must exist and read completely; "
-    "all channels and the label must share one grid (shape, and spacing/origin within 1e-4 mm, "
+    "all channels and the label must share one grid (shape, and spacing/origin within a thousandth of a voxel, "
     "direction within 1e-4); images must be finite and not empty or constant; labels must be whole "
     "numbers within the dataset's label set (offending values are listed with voxel counts); an "
     "all-background label is a warning. Case ids must be unique, and for nnU-Net folders dataset.json "
