@@ -6,8 +6,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from tqdm import tqdm
-
+from medsam_kit.cli._progress import progress_bar
 from medsam_kit.data.integrity import ERROR, KINDS, WARNING, check_dataset
 
 _DESCRIPTION = (
@@ -47,16 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.max_problems < 0:
         raise ValueError(f"--max-problems must be 0 (all) or more, got {args.max_problems}")
-    checked = 0
-    with tqdm(desc=f"check {args.dataset}", unit="case", disable=None) as bar:
-        def progress(done: int, total: int) -> None:
-            nonlocal checked
-            checked = done
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    with progress_bar(f"check {args.dataset}") as progress:
         problems = check_dataset(args.dataset, args.root, progress=progress)
+    checked = progress.done
     errors = [p for p in problems if p.severity == ERROR]
     warnings = [p for p in problems if p.severity == WARNING]
     ordered = errors + warnings

@@ -7,8 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
+from medsam_kit.cli._progress import progress_bar
 from medsam_kit.data.datasets import SPECS
 from medsam_kit.engine.evaluation import EvaluationResult, evaluate_folders
 
@@ -102,12 +101,7 @@ def _problems(result: EvaluationResult) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.pred / "evaluation"
-    with tqdm(desc="evaluate", unit="case", disable=None) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    with progress_bar("evaluate") as progress:
         result = evaluate_folders(args.pred, args.gt, args.dataset, out_dir=out,
                                   nsd_tolerance_mm=args.nsd_tolerance, subset=args.subset, progress=progress)
     cases = result.summary["cases"]

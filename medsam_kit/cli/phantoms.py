@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
-
+from medsam_kit.cli._progress import progress_bar
 from medsam_kit.data.phantoms import GENERATORS, generate_phantoms
 from medsam_kit.data.phantoms.predictions import simulate_predictions
 
@@ -32,12 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with tqdm(desc=f"phantoms {args.dataset}", unit="case", disable=None) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    with progress_bar(f"phantoms {args.dataset}") as progress:
         out = generate_phantoms(args.dataset, args.out, cases=args.cases, seed=args.seed, progress=progress)
     print(f"wrote {args.dataset} phantoms to {out}")
     if args.predictions is not None:

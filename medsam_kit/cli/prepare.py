@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
-
+from medsam_kit.cli._progress import progress_bar
 from medsam_kit.data.cache import prepare
 from medsam_kit.data.splits import PROTOCOLS
 
@@ -89,13 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with tqdm(desc=f"prepare {args.dataset}", unit="case", disable=None) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    with progress_bar(f"prepare {args.dataset}") as progress:
         result = prepare(
             args.dataset,
             args.src,

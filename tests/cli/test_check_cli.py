@@ -108,6 +108,6 @@ def test_help_explains_what_is_checked(capsys):
         cli_main.main(["check", "--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    for phrase in ("spacing/origin within 1e-4 mm", "NaN or Inf", "label-values", "dataset.json",
+    for phrase in ("spacing/origin within a thousandth of a voxel", "NaN or Inf", "label-values", "dataset.json",
                    "Exit status: 0 when there are no errors", "--max-problems N"):
         assert phrase in text, phrase
