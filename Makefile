@@ -1,6 +1,8 @@
 # The README's two commands. Both install the package first, so they work on a fresh clone.
 PYTHON ?= python3
 QS ?= quickstart
+# `python -m medsam_kit` is the `medsam-kit` console script of the same interpreter that was installed into.
+MEDSAM = $(PYTHON) -m medsam_kit
 
 .PHONY: install demo test test-all lint
 
@@ -9,9 +11,9 @@ install:
 
 # Main job on built-in synthetic data: ACDC phantoms -> integrity check -> (simulated) predictions -> metrics.
 demo: install
-	medsam-kit phantoms acdc --out $(QS)/acdc --cases 6 --predictions $(QS)/predictions
-	medsam-kit check acdc $(QS)/acdc
-	medsam-kit evaluate --pred $(QS)/predictions --gt $(QS)/acdc --dataset acdc --out $(QS)/evaluation
+	$(MEDSAM) phantoms acdc --out $(QS)/acdc --cases 6 --predictions $(QS)/predictions
+	$(MEDSAM) check acdc $(QS)/acdc
+	$(MEDSAM) evaluate --pred $(QS)/predictions --gt $(QS)/acdc --dataset acdc --out $(QS)/evaluation
 
 lint:
 	$(PYTHON) -m ruff check .

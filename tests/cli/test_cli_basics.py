@@ -28,7 +28,7 @@ def test_no_verb_prints_help_and_fails(capsys):
 
 
 def test_console_script_entry_point():
-    result = subprocess.run([sys.executable, "-m", "medsam_kit.cli.main", "--version"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "medsam_kit", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and "medsam_kit" in result.stdout
 
 
