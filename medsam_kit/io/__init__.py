@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from medsam_kit.io import _dicom, _hdf5, _png, _sitk, _tiff
-from medsam_kit.io.atomic import atomic_dir, atomic_path, atomic_write_text
+from medsam_kit.io.atomic import atomic_dir, atomic_path, atomic_write_text, publish_mode
 from medsam_kit.io.geometry import Geometry
 from medsam_kit.io.volume import Volume
 
@@ -88,7 +88,8 @@ def _read_slice_folder(folder: Path) -> Volume:
             raise ValueError(f"{file}: slice shape {array.shape} differs from {files[0].name} {slices[0].shape}")
         slices.append(array)
     stack = np.stack(slices, axis=-3)  # (Z, Y, X) or (C, Z, Y, X)
-    return Volume(stack, geometry or Geometry(), {"format": "slices", "files": len(files)})
+    return Volume(stack, geometry or Geometry(),
+                  {"format": "slices", "files": len(files), "stored_geometry": geometry is not None})
 
 
 def read_volume(path: str | os.PathLike, key: str | None = None) -> Volume:
@@ -138,7 +139,7 @@ def _short_error(exc: Exception) -> str:
 
 
 def read_image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], Geometry] | None:
-    """Shape ``(Z, Y, X)`` (or with channels first) and geometry without reading pixels.
+    """Shape (as :func:`read_volume` would return it) and geometry, without reading pixels.
 
     Only for SimpleITK formats (NIfTI/NRRD/MHA); returns None for others (read them instead).
     """
@@ -152,19 +153,8 @@ def read_image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], Geometr
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise ValueError(f"{path}: cannot read header: {str(exc).strip().splitlines()[0]}") from exc
-    size = list(reader.GetSize())[::-1]
-    if reader.GetNumberOfComponents() > 1:
-        size = [reader.GetNumberOfComponents(), *size]
-    dim = reader.GetDimension()
-    direction = np.asarray(reader.GetDirection()).reshape(dim, dim)
-    spacing, origin = list(reader.GetSpacing())[:3], list(reader.GetOrigin())[:3]
-    if dim == 2:
-        spacing, origin = [*spacing, 1.0], [*origin, 0.0]
-        d3 = np.eye(3)
-        d3[:2, :2] = direction
-        direction = d3
-    return tuple(size), Geometry(tuple(spacing), tuple(origin), tuple(map(tuple, direction[:3, :3])))
+        raise ValueError(f"{path}: cannot read header: {_short_error(exc)}") from exc
+    return _sitk.header_info(reader)
 
 
 def write_volume(path: str | os.PathLike, volume: Volume, *, key: str = "main", folder_format: str | None = None,
@@ -216,18 +206,41 @@ def write_volume(path: str | os.PathLike, volume: Volume, *, key: str = "main", 
 
 
 def _write_detached_header(path: Path, volume: Volume, compress: bool) -> None:
-    """MHD/NHDR keep pixels in a second file named in the header: write both in a temporary
-    folder under their final names, then move the data file(s) first and the header last."""
+    """MHD/NHDR keep pixels in a second file named in the header.
+
+    Both are written in a temporary folder; the data file moves into place first and the header
+    last, so the header never names a missing file. When overwriting, the data file gets a new
+    unique name (the old header keeps pointing at the old, intact data until the header swap),
+    and the old data file is removed afterwards.
+    """
     import shutil
     import tempfile
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    old_data = _detached_data_names(path) if path.exists() else set()
+    stem = f"{path.stem}.{os.urandom(4).hex()}" if path.exists() else path.stem
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        _sitk.write(tmp / path.name, volume, vector=True, compress=compress)
+        header = tmp / f"{stem}{path.suffix}"
+        _sitk.write(header, volume, vector=True, compress=compress)
         for file in tmp.iterdir():
-            if file.name != path.name:
+            if file != header:
+                publish_mode(file)
                 os.replace(file, path.parent / file.name)
-        os.replace(tmp / path.name, path)
+        publish_mode(header)
+        os.replace(header, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    referenced = _detached_data_names(path)
+    for name in old_data - referenced:
+        (path.parent / name).unlink(missing_ok=True)
+
+
+def _detached_data_names(header: Path) -> set[str]:
+    """File names a MHD (``ElementDataFile``) or NHDR (``data file``) header refers to."""
+    names = set()
+    for line in header.read_text(errors="replace").splitlines():
+        key, sep, value = line.partition("=") if header.suffix.lower() == ".mhd" else line.partition(":")
+        if sep and key.strip().lower() in ("elementdatafile", "data file", "datafile"):
+            names.add(Path(value.strip()).name)
+    return names

@@ -44,7 +44,7 @@ def read(folder: Path, series_id: str | None = None) -> Volume:
     image = reader.Execute()
     modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else ""
     return Volume(sitk.GetArrayFromImage(image), geometry_from_image(image),
-                  {"format": "dicom", "modality": modality, "series_id": series_id})
+                  {"format": "dicom", "modality": modality, "series_id": series_id, "stored_geometry": True})
 
 
 def _ds(value: float) -> str:

@@ -39,8 +39,9 @@ def read(path: Path, key: str | None = None) -> Volume:
         elif "resolution" in attrs:  # CREMI convention: resolution in (z, y, x) nm
             geometry = Geometry(spacing=tuple(np.asarray(attrs["resolution"], float)[::-1]))
         else:
-            geometry = Geometry()
-    return Volume(array, geometry, {"format": "hdf5", "key": key})
+            geometry = None
+    return Volume(array, geometry or Geometry(),
+                  {"format": "hdf5", "key": key, "stored_geometry": geometry is not None})
 
 
 def write(path: Path, volume: Volume, key: str = "main") -> None:

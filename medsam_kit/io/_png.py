@@ -26,7 +26,7 @@ def read_slice(path: Path) -> tuple[np.ndarray, Geometry | None]:
 def read(path: Path) -> Volume:
     array, geometry = read_slice(path)
     array = array[None] if array.ndim == 2 else array[:, None]
-    return Volume(array, geometry or Geometry(), {"format": "png"})
+    return Volume(array, geometry or Geometry(), {"format": "png", "stored_geometry": geometry is not None})
 
 
 def write(path: Path, volume: Volume) -> None:

@@ -84,14 +84,28 @@ def _read_nifti(path: Path) -> Volume:
     itk_dtype = sitk.GetArrayViewFromImage(sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())).dtype
     if array.dtype != itk_dtype and np.can_cast(array.dtype, itk_dtype, "same_kind"):
         array = array.astype(itk_dtype)  # scl_slope scaling: use the pixel type ITK chose
-    expected = tuple(reader.GetSize())[::-1]
-    if array.shape != expected:
-        raise ValueError(f"{path}: voxel array {array.shape} does not match header size {expected}")
-    header = sitk.Image([1] * reader.GetDimension(), sitk.sitkUInt8)
+    shape, geometry = header_info(reader)
+    if array.shape != shape:
+        if array.size != int(np.prod(shape)):
+            raise ValueError(f"{path}: voxel array {array.shape} does not match header size {shape}")
+        array = array.reshape(shape)  # (X, Y, Z, 1[, 1]) files: ITK drops trailing unit axes, so do we
+    return Volume(array, geometry, {"format": "nifti", "pixel_type": str(array.dtype), "stored_geometry": True})
+
+
+def header_info(reader: sitk.ImageFileReader) -> tuple[tuple[int, ...], Geometry]:
+    """Array shape (``(Z, Y, X)``, ``(1, Y, X)`` for 2D, channels/frames first) and geometry from a
+    reader on which ``ReadImageInformation()`` was called — without reading pixels."""
+    dim = reader.GetDimension()
+    shape = tuple(reader.GetSize())[::-1]
+    if dim == 2:
+        shape = (1, *shape)
+    if reader.GetNumberOfComponents() > 1:
+        shape = (reader.GetNumberOfComponents(), *shape)
+    header = sitk.Image([1] * dim, sitk.sitkUInt8)
     header.SetSpacing(reader.GetSpacing())
     header.SetOrigin(reader.GetOrigin())
     header.SetDirection(reader.GetDirection())
-    return Volume(array, geometry_from_image(header), {"format": "nifti", "pixel_type": str(array.dtype)})
+    return shape, geometry_from_image(header)
 
 
 def _read_with_sitk(path: Path) -> Volume:
@@ -99,7 +113,8 @@ def _read_with_sitk(path: Path) -> Volume:
     array = sitk.GetArrayFromImage(image)
     if image.GetNumberOfComponentsPerPixel() > 1:
         array = np.moveaxis(array, -1, 0)  # (Z,Y,X,C) -> (C,Z,Y,X)
-    return Volume(array, geometry_from_image(image), {"format": "sitk", "pixel_type": image.GetPixelIDTypeAsString()})
+    return Volume(array, geometry_from_image(image),
+                  {"format": "sitk", "pixel_type": image.GetPixelIDTypeAsString(), "stored_geometry": True})
 
 
 def read(path: Path) -> Volume:

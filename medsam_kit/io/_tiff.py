@@ -1,8 +1,9 @@
 """Multi-page TIFF stacks (EM: Lucchi/EPFL, Kasthuri) and single TIFF slices through tifffile.
 
 Geometry is kept in the JSON image description that tifffile writes ("shaped" metadata).
-Stacks from other tools carry no world geometry: ImageJ ``spacing`` and the X/Y resolution
-tags are used when present, otherwise spacing 1 and identity direction.
+Stacks from other tools carry no world geometry: the X/Y resolution tags with their unit (TIFF
+ResolutionUnit or ImageJ ``unit``) and ImageJ ``spacing`` give the spacing in mm when present;
+otherwise the identity grid is returned with ``meta["stored_geometry"] = False``.
 """
 
 from __future__ import annotations
@@ -18,38 +19,49 @@ from medsam_kit.io.volume import Volume
 _GEOMETRY_KEY = "medsam_kit_geometry"
 
 
-def _fallback_geometry(tif: tifffile.TiffFile) -> Geometry:
+# Length units of ImageJ's ``unit`` field and TIFF ResolutionUnit codes, in mm.
+_UNIT_MM = {"mm": 1.0, "millimeter": 1.0, "cm": 10.0, "centimeter": 10.0, "m": 1000.0, "inch": 25.4, "in": 25.4,
+            "micron": 1e-3, "microns": 1e-3, "um": 1e-3, "\u00b5m": 1e-3, "\\u00b5m": 1e-3, "nm": 1e-6,
+            "nanometer": 1e-6}
+# TIFF ResolutionUnit 3 = centimetre. Inch (2) is left out on purpose: it is a print resolution
+# (72/96/300 dpi written by default by many tools), not a physical voxel size.
+_RESOLUTION_UNIT_MM = {3: 10.0}
+
+
+def _fallback_geometry(tif: tifffile.TiffFile) -> Geometry | None:
+    """Spacing from the X/Y resolution tags (pixels per unit) and ImageJ's ``spacing`` (z), in mm.
+
+    Returns None unless both in-plane resolutions and their unit are known: a guess in the wrong
+    unit would make every distance metric wrong, while None lets the caller apply a dataset default.
+    """
     page = tif.pages.first
-    spacing = [1.0, 1.0, 1.0]
+    imagej = tif.imagej_metadata or {}
+    unit_mm = _UNIT_MM.get(str(imagej.get("unit", "")).strip().lower())
+    if unit_mm is None and "ResolutionUnit" in page.tags:
+        unit_mm = _RESOLUTION_UNIT_MM.get(int(page.tags["ResolutionUnit"].value))
+    if unit_mm is None:
+        return None
     try:
-        for axis, tag_name in ((0, "XResolution"), (1, "YResolution")):
-            tag = page.tags.get(tag_name)
-            if tag is not None:
-                num, den = tag.value
-                # Resolution in pixels per unit; only trust it when a unit (inch/cm) is declared.
-                if num and den and page.tags.get("ResolutionUnit") and page.tags["ResolutionUnit"].value != 1:
-                    spacing[axis] = den / num
-        if tif.imagej_metadata and "spacing" in tif.imagej_metadata:
-            spacing[2] = float(tif.imagej_metadata["spacing"])
-    except (TypeError, ValueError, ZeroDivisionError):
-        spacing = [1.0, 1.0, 1.0]
-    return Geometry(spacing=tuple(spacing))
+        xy = []
+        for tag_name in ("XResolution", "YResolution"):
+            num, den = page.tags[tag_name].value
+            xy.append(den / num * unit_mm)
+        z = float(imagej["spacing"]) * unit_mm if "spacing" in imagej else xy[0]  # no z: assume isotropic
+        return Geometry(spacing=(xy[0], xy[1], z))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 def read(path: Path) -> Volume:
     with tifffile.TiffFile(path) as tif:
         array = tif.asarray()
         meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
-        stored = _GEOMETRY_KEY in meta
-        if stored:
-            geometry = Geometry.from_json(meta[_GEOMETRY_KEY])
-        else:
-            geometry = _fallback_geometry(tif)
+        geometry = Geometry.from_json(meta[_GEOMETRY_KEY]) if _GEOMETRY_KEY in meta else _fallback_geometry(tif)
     if array.ndim == 2:
         array = array[None]
     elif array.ndim == 3 and array.shape[-1] in (3, 4) and tif_is_rgb(path):
         array = np.moveaxis(array, -1, 0)[:, None]  # one RGB(A) slice -> (C, 1, Y, X)
-    return Volume(array, geometry, {"format": "tiff", "stored_geometry": stored})
+    return Volume(array, geometry or Geometry(), {"format": "tiff", "stored_geometry": geometry is not None})
 
 
 def tif_is_rgb(path: Path) -> bool:

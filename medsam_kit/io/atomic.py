@@ -9,14 +9,32 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+_DOUBLE_SUFFIXES = (".nii.gz", ".seg.nrrd")  # writers dispatch on the whole of these
+
 
 def _split_suffix(name: str) -> tuple[str, str]:
     """'a.nii.gz' -> ('a', '.nii.gz'); keeps double suffixes that writers dispatch on."""
-    for double in (".nii.gz", ".seg.nrrd"):
+    for double in _DOUBLE_SUFFIXES:
         if name.lower().endswith(double):
             return name[: -len(double)], name[-len(double):]
     stem, dot, ext = name.rpartition(".")
     return (stem, dot + ext) if dot and stem else (name, "")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: Path, directory: bool = False) -> None:
+    """Give a temporary file/folder the permissions a plain ``open()``/``mkdir()`` would have.
+
+    ``mkstemp``/``mkdtemp`` create owner-only entries (0600/0700); outputs must stay readable by
+    the other users of a shared server (or a Slicer process under another account).
+    """
+    base = 0o777 if directory else 0o666
+    os.chmod(path, base & ~_umask())
 
 
 @contextlib.contextmanager
@@ -34,6 +52,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        publish_mode(tmp)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -48,6 +67,9 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
+        publish_mode(tmp, directory=True)
+        for child in tmp.rglob("*"):
+            publish_mode(child, directory=child.is_dir())
         if final.exists():
             # Two renames keep the old folder intact until the new one is complete.
             old = final.with_name(f".{final.name}.old-{os.getpid()}")

@@ -58,8 +58,9 @@ class Geometry:
         direction = np.asarray(self.direction, dtype=float)
         if direction.shape != (3, 3) or not np.all(np.isfinite(direction)):
             raise ValueError(f"direction must be a finite 3x3 matrix, got {self.direction!r}")
-        if abs(abs(np.linalg.det(direction)) - 1.0) > 1e-3:
-            raise ValueError(f"direction must be orthonormal (|det| = 1), got det {np.linalg.det(direction):.4f}")
+        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+            raise ValueError(f"direction must be orthonormal (columns of unit length, at right angles), got "
+                             f"{direction.round(4).tolist()}")
         object.__setattr__(self, "spacing", spacing)
         object.__setattr__(self, "origin", _as_triplet(self.origin, "origin"))
         object.__setattr__(self, "direction", tuple(tuple(float(v) for v in row) for row in direction))

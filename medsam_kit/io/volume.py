@@ -18,7 +18,9 @@ class Volume:
             time-series images (channels or frames first). 2D images are ``(1, Y, X)``.
         geometry: spacing / origin / direction of the ``(Z, Y, X)`` grid (LPS, see
             :mod:`medsam_kit.io.geometry`).
-        meta: format details worth keeping (e.g. ``{"format": "nifti"}``, DICOM modality).
+        meta: format details worth keeping. Every reader sets ``format`` and ``stored_geometry``
+            (False when the file held no spacing and the identity grid was assumed: plain TIFF,
+            PNG or HDF5 files from other tools), plus e.g. the DICOM modality or HDF5 key.
     """
 
     array: np.ndarray

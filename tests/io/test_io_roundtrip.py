@@ -243,3 +243,80 @@ def test_geometry_tolerance_scales_with_voxel_size():
     assert Geometry((1.0, 1.0, 5.0)).almost_equal(Geometry((1.0, 1.0, 5.0), (1e-5, 0, 0)))
     assert not Geometry((1.0, 1.0, 5.0)).almost_equal(Geometry((1.0, 1.0, 5.0), (0.01, 0, 0)))
     assert "origin" in Geometry().describe_difference(Geometry(origin=(0, 0, 1)))
+
+
+@pytest.mark.parametrize("suffix", [".mhd", ".nhdr"])
+def test_detached_header_overwrite_keeps_neighbours(tmp_path, suffix):
+    """Overwriting x.mhd replaces only its own data file; x_label.* beside it is untouched."""
+    neighbour = write_volume(tmp_path / f"x_label{suffix}", Volume(_array("uint8", seed=5), Geometry()))
+    first = write_volume(tmp_path / f"x{suffix}", Volume(_array("int16", seed=1), Geometry()))
+    second = write_volume(first, Volume(_array("int16", seed=2), Geometry()))
+    assert np.array_equal(read_volume(second).array, _array("int16", seed=2))
+    assert np.array_equal(read_volume(neighbour).array, _array("uint8", seed=5))
+    assert len(list(tmp_path.iterdir())) == 4  # two headers, two data files: the old data file is gone
+
+
+def test_outputs_are_readable_by_others(tmp_path):
+    """Atomic writes go through mkstemp (0600); the final file gets the usual umask-based mode."""
+    umask = os.umask(0o022)
+    try:
+        file = write_volume(tmp_path / "v.nii.gz", Volume(_array("int16"), Geometry()))
+        folder = write_volume(tmp_path / "dcm", Volume(_array("int16"), Geometry()), folder_format="dicom")
+    finally:
+        os.umask(umask)
+    assert file.stat().st_mode & 0o777 == 0o644
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in folder.iterdir())
+
+
+def test_nifti_with_trailing_unit_axes(tmp_path):
+    """(X, Y, Z, 1) NIfTI files (common converter output) read as (Z, Y, X)."""
+    import nibabel
+
+    data = _array("int16", shape=(5, 6, 7))
+    nibabel.save(nibabel.Nifti1Image(data.T[..., None], np.eye(4)), tmp_path / "t.nii.gz")
+    back = read_volume(tmp_path / "t.nii.gz")
+    assert back.array.shape == (5, 6, 7) and np.array_equal(back.array, data)
+
+
+def test_2d_header_matches_read_shape(tmp_path):
+    path = write_volume(tmp_path / "s.nrrd", Volume(_array("int16", shape=(1, 6, 7)), Geometry()))
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(_array("int16", shape=(6, 7))), str(path))  # a true 2D file
+    shape, _ = read_image_header(path)
+    assert shape == read_volume(path).array.shape == (1, 6, 7)
+
+
+def test_sheared_direction_is_rejected():
+    with pytest.raises(ValueError, match="orthonormal"):
+        Geometry(direction=((1, 0.5, 0), (0, 1, 0), (0, 0, 1)))
+
+
+def test_tiff_without_geometry_and_with_imagej_units(tmp_path):
+    import tifffile
+
+    stack = _array("uint8", shape=(4, 10, 12))
+    tifffile.imwrite(tmp_path / "plain.tif", stack, photometric="minisblack")
+    plain = read_volume(tmp_path / "plain.tif")
+    assert plain.meta["stored_geometry"] is False and plain.geometry == Geometry()
+    tifffile.imwrite(tmp_path / "dpi.tif", stack, photometric="minisblack", resolution=(72, 72),
+                     resolutionunit="INCH")
+    assert read_volume(tmp_path / "dpi.tif").meta["stored_geometry"] is False  # print dpi is no voxel size
+    tifffile.imwrite(tmp_path / "ij.tif", stack, imagej=True, resolution=(1 / 0.005, 1 / 0.005),
+                     metadata={"spacing": 0.03, "unit": "micron"})
+    imagej = read_volume(tmp_path / "ij.tif")
+    assert imagej.meta["stored_geometry"] is True
+    assert np.allclose(imagej.geometry.spacing, (5e-6, 5e-6, 3e-5), rtol=1e-6)
+
+
+def test_hdf5_and_png_without_geometry(tmp_path):
+    import h5py
+    from PIL import Image
+
+    with h5py.File(tmp_path / "raw.h5", "w") as f:
+        f["main"] = _array("uint8")
+    Image.fromarray(_array("uint8", shape=(10, 12))).save(tmp_path / "raw.png")
+    for name in ("raw.h5", "raw.png"):
+        volume = read_volume(tmp_path / name)
+        assert volume.meta["stored_geometry"] is False and volume.geometry == Geometry()
