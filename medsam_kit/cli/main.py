@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, TypeError, OSError) as exc:
+    # RuntimeError: SimpleITK reports bad images (e.g. a failed resample) with it.
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, TypeError, OSError, RuntimeError) as exc:
         if args.debug:
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -35,10 +35,6 @@ def run(args: argparse.Namespace) -> int:
         out = generate_phantoms(args.dataset, args.out, cases=args.cases, seed=args.seed, progress=progress)
     print(f"wrote {args.dataset} phantoms to {out}")
     if args.predictions is not None:
-        adapter_name = "brats" if args.dataset.startswith("brats") else args.dataset
-        roots = [out / sub for sub in ("lucchi", "mitoem")] if args.dataset == "em" else [out]
-        written = []
-        for root in roots:  # EM phantoms hold two domains, each a dataset root of its own
-            written += simulate_predictions(adapter_name, root, args.predictions, seed=args.seed)
+        written = simulate_predictions(args.dataset, out, args.predictions, seed=args.seed)
         print(f"wrote {len(written)} simulated predictions to {args.predictions}")
     return 0

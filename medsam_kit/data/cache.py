@@ -317,6 +317,7 @@ def prepare(
         if split_protocol is not None:
             raise
         result.split_error = f"no split.json: default protocol {protocol!r} does not fit this folder ({exc})"
+        (result.out_dir / "split.json").unlink(missing_ok=True)  # a split of an earlier folder state is stale
     else:
         _write_if_changed(result.out_dir / "split.json", json.dumps(split.to_dict(), indent=2) + "\n")
         result.split = split

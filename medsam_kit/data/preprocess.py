@@ -317,17 +317,6 @@ def reorient(array: np.ndarray, geometry: Geometry, code: str) -> tuple[np.ndarr
     return _from_sitk(sitk.DICOMOrient(_to_sitk(array, geometry), code), channels_first=array.ndim == 4)
 
 
-def _same_grid(a: Geometry, shape_a, b: Geometry, shape_b) -> bool:
-    # Relative tolerances: EM spacing is ~5e-6 mm, so an absolute 1e-5 would call any two grids equal.
-    tol = 1e-3 * min(min(a.spacing), min(b.spacing))
-    return (
-        tuple(shape_a) == tuple(shape_b)
-        and np.allclose(a.spacing, b.spacing, rtol=1e-5, atol=0)
-        and np.allclose(a.origin, b.origin, rtol=0, atol=tol)
-        and np.allclose(a.direction_matrix, b.direction_matrix, rtol=0, atol=1e-6)
-    )
-
-
 # --------------------------------------------------------------------------- apply / invert
 class Preprocessor:
     """Apply a :class:`PreprocessingPlan` to cases: ``Preprocessor(plan).apply(case) -> Case``."""
@@ -406,8 +395,9 @@ def invert_preprocessing(pred_label: np.ndarray, preprocessed_case_meta: dict) -
         preprocessed_case_meta: ``case.meta`` of the preprocessed case (or its ``"preprocessing"`` entry).
 
     Returns:
-        ``(Z, Y, X)`` labels on the original grid (same dtype as ``pred_label``). Exact when the grids
-        coincide up to axis order (no resampling); otherwise each label is resampled as a one-hot
+        ``(Z, Y, X)`` labels on the original grid (same dtype as ``pred_label``). Exact when the
+        preprocessed grid is the original one (no resampling); otherwise (resampled or reoriented)
+        each label is resampled as a one-hot
         channel with linear interpolation in world space and the arg-max taken, which is smoother
         than nearest-neighbour when upsampling a coarse prediction.
     """
@@ -420,7 +410,7 @@ def invert_preprocessing(pred_label: np.ndarray, preprocessed_case_meta: dict) -
         )
     source, target = Geometry.from_dict(info["geometry"]), Geometry.from_dict(info["original_geometry"])
     target_shape = tuple(info["original_shape_zyx"])
-    if _same_grid(source, shape, target, target_shape):
+    if shape == target_shape and source.almost_equal(target):
         return pred_label.copy()
     values = np.unique(pred_label)
     one_hot = np.stack([(pred_label == v).astype(np.float32) for v in values])

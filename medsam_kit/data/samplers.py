@@ -59,14 +59,15 @@ class _WindowSampler(Dataset):
         depth: int,
         patch_size_yx: tuple[int, int] | None,
         *,
-        labeled: bool,
-        foreground_probability: float,
-        crop: str,
-        pad_mode: str,
-        num_samples: int | None,
-        seed: int,
-        sequential: bool,
+        labeled: bool = True,
+        foreground_probability: float = 0.5,
+        crop: str = "random",
+        pad_mode: str = "constant",
+        num_samples: int | None = None,
+        seed: int = 0,
+        sequential: bool = False,
     ) -> None:
+        crop = "center" if sequential else crop
         if crop not in ("random", "center"):
             raise ValueError(f"crop must be 'random' or 'center', got {crop!r}")
         if pad_mode not in ("constant", "edge", "reflect"):
@@ -226,31 +227,8 @@ class SliceSampler(_WindowSampler):
 
     depth_mode = "slice"
 
-    def __init__(
-        self,
-        cases: Sequence[Case],
-        patch_size: tuple[int, int] | None = None,
-        *,
-        labeled: bool = True,
-        foreground_probability: float = 0.5,
-        crop: str = "random",
-        pad_mode: str = "constant",
-        num_samples: int | None = None,
-        seed: int = 0,
-        sequential: bool = False,
-    ) -> None:
-        super().__init__(
-            cases,
-            1,
-            patch_size,
-            labeled=labeled,
-            foreground_probability=foreground_probability,
-            crop="center" if sequential else crop,
-            pad_mode=pad_mode,
-            num_samples=num_samples,
-            seed=seed,
-            sequential=sequential,
-        )
+    def __init__(self, cases: Sequence[Case], patch_size: tuple[int, int] | None = None, **options) -> None:
+        super().__init__(cases, 1, patch_size, **options)
 
 
 class StackSampler(_WindowSampler):
@@ -263,34 +241,11 @@ class StackSampler(_WindowSampler):
 
     depth_mode = "stack"
 
-    def __init__(
-        self,
-        cases: Sequence[Case],
-        k: int = 4,
-        patch_size: tuple[int, int] | None = None,
-        *,
-        labeled: bool = True,
-        foreground_probability: float = 0.5,
-        crop: str = "random",
-        pad_mode: str = "constant",
-        num_samples: int | None = None,
-        seed: int = 0,
-        sequential: bool = False,
-    ) -> None:
+    def __init__(self, cases: Sequence[Case], k: int = 4, patch_size: tuple[int, int] | None = None,
+                 **options) -> None:
         if k < 1:
             raise ValueError(f"k (slices per stack) must be at least 1, got {k}")
-        super().__init__(
-            cases,
-            k,
-            patch_size,
-            labeled=labeled,
-            foreground_probability=foreground_probability,
-            crop="center" if sequential else crop,
-            pad_mode=pad_mode,
-            num_samples=num_samples,
-            seed=seed,
-            sequential=sequential,
-        )
+        super().__init__(cases, k, patch_size, **options)
 
 
 class PatchSampler(_WindowSampler):
@@ -302,29 +257,9 @@ class PatchSampler(_WindowSampler):
 
     depth_mode = "patch"
 
-    def __init__(
-        self,
-        cases: Sequence[Case],
-        patch_size: tuple[int, int, int],
-        *,
-        labeled: bool = True,
-        foreground_probability: float = 1 / 3,
-        crop: str = "random",
-        pad_mode: str = "constant",
-        num_samples: int | None = None,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, cases: Sequence[Case], patch_size: tuple[int, int, int], *,
+                 foreground_probability: float = 1 / 3, **options) -> None:
         if len(patch_size) != 3 or min(patch_size) < 1:
             raise ValueError(f"3D patch size must be three positive ints (D, H, W), got {patch_size}")
-        super().__init__(
-            cases,
-            patch_size[0],
-            tuple(patch_size[1:]),
-            labeled=labeled,
-            foreground_probability=foreground_probability,
-            crop=crop,
-            pad_mode=pad_mode,
-            num_samples=num_samples,
-            seed=seed,
-            sequential=False,
-        )
+        super().__init__(cases, patch_size[0], tuple(patch_size[1:]), foreground_probability=foreground_probability,
+                         **options)
