@@ -21,6 +21,8 @@ class DatasetSpec:
         regions: evaluation regions ``{name: label values}`` (BraTS WT/TC/ET); empty when each
             foreground label is evaluated on its own only.
         ignore_label: value excluded from training and metrics, if any.
+        ct_window: default CT intensity window ``(lo, hi)`` in HU for preprocessing; None derives
+            it from foreground percentiles (nnU-Net's rule).
     """
 
     name: str
@@ -29,6 +31,7 @@ class DatasetSpec:
     label_names: dict[int, str]
     regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
     ignore_label: int | None = None
+    ct_window: tuple[float, float] | None = None
 
     @property
     def label_values(self) -> tuple[int, ...]:
@@ -46,7 +49,11 @@ class DatasetSpec:
 
 
 ACDC = DatasetSpec("acdc", "MRI", ("cine",), {0: "background", 1: "RV", 2: "MYO", 3: "LV"})
-BHSD = DatasetSpec("bhsd", "CT", ("ct",), {0: "background", 1: "EDH", 2: "IPH", 3: "IVH", 4: "SAH", 5: "SDH"})
+# BHSD: the foreground is haemorrhage only (50-90 HU), so nnU-Net's foreground-percentile window
+# would black out the brain around it; a subdural window (level 50, width 130) keeps brain, CSF
+# and all five haemorrhage types apart and visible.
+BHSD = DatasetSpec("bhsd", "CT", ("ct",), {0: "background", 1: "EDH", 2: "IPH", 3: "IVH", 4: "SAH", 5: "SDH"},
+                   ct_window=(-15.0, 115.0))
 # BraTS 2023+ (GLI, MEN, PED, SSA): labels 1 NCR, 2 ED (SNFH), 3 ET.
 BRATS = DatasetSpec("brats", "MRI", ("t1n", "t1c", "t2w", "t2f"), {0: "background", 1: "NCR", 2: "ED", 3: "ET"},
                     regions={"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)})

@@ -33,6 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from medsam_kit.data.case import Case
+from medsam_kit.data.datasets import SPECS
 from medsam_kit.data.fingerprint import PERCENTILES, DatasetFingerprint
 from medsam_kit.io._sitk import geometry_from_image, image_from_array
 from medsam_kit.io.atomic import atomic_write_text
@@ -170,8 +171,9 @@ def make_plan(
         target_spacing_xy: in-plane spacing in mm (one value for x and y, or ``(x, y)``); default:
             the median in-plane spacing of the cases (after ``orientation``, when given).
         target_spacing_z: through-plane spacing in mm; default None keeps each case's.
-        ct_window: ``(lo, hi)`` HU for CT (e.g. ``(0, 80)`` brain window); default: the foreground
-            0.5/99.5 percentiles from the fingerprint.
+        ct_window: ``(lo, hi)`` HU for CT (e.g. ``(0, 80)`` brain window); default: the dataset's
+            own (:attr:`DatasetSpec.ct_window`, BHSD: subdural window) or else the foreground
+            0.5/99.5 percentiles from the fingerprint (nnU-Net's rule).
         orientation: DICOM code such as 'LPS' to reorient every case to; default keeps the grid.
 
     Raises:
@@ -201,6 +203,8 @@ def make_plan(
         raise ValueError(
             f"a CT window was given but dataset {fingerprint.dataset!r} is {modality}; drop --ct-window"
         )
+    if ct_window is None and fingerprint.dataset in SPECS:
+        ct_window = SPECS[fingerprint.dataset].ct_window
     median_nonzero = float(np.median([c.nonzero_fraction for c in fingerprint.cases]))
     norms = []
     for stats in fingerprint.intensity:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -141,8 +142,9 @@ def test_ct_window_scales_to_unit_range_and_clips():
 
 
 def test_ct_plan_default_window_from_foreground_percentiles_and_user_window():
-    cases = [_case(f"c{i}", modality_spec=BHSD, seed=i) for i in range(2)]
-    fingerprint = compute_fingerprint(cases, BHSD)
+    generic_ct = dataclasses.replace(BHSD, name="generic_ct", ct_window=None)  # a CT dataset with no own window
+    cases = [_case(f"c{i}", modality_spec=generic_ct, seed=i) for i in range(2)]
+    fingerprint = compute_fingerprint(cases, generic_ct)
     plan = make_plan(fingerprint)
     stats = fingerprint.intensity[0]
     assert plan.normalization[0].window == (stats["percentile_00_5"], stats["percentile_99_5"])
@@ -153,6 +155,9 @@ def test_ct_plan_default_window_from_foreground_percentiles_and_user_window():
     assert brain.digest() != plan.digest()
     with pytest.raises(ValueError, match="CT window"):
         make_plan(compute_fingerprint([_case()], ACDC), ct_window=(0, 80))
+    # BHSD's foreground is haemorrhage only: its spec's subdural window is the default, not the percentiles
+    bhsd_plan = make_plan(compute_fingerprint([_case(f"c{i}", modality_spec=BHSD, seed=i) for i in range(2)], BHSD))
+    assert bhsd_plan.normalization[0].window == BHSD.ct_window == (-15.0, 115.0)
 
 
 def test_mri_zscore_of_foreground_with_background_zeros_kept():
