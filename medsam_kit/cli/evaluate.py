@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -20,19 +19,25 @@ pairing:
   pairs with patient001_frame01.nii.gz). Predictions must be on the ground truth's grid
   (same shape, spacing, origin, direction); nothing is resampled.
 
+  A GT folder with sub-folders, no readable raw layout and no label files directly in it
+  is taken as a broken raw root: the dataset reader's own error is shown (e.g. a patient
+  folder without Info.cfg).
+
 scoring:
   a ground-truth case without a usable prediction (missing, unreadable, shape/geometry
-  mismatch) is kept and scored as a failure: Dice 0, IoU 0, NSD 0, HD95/ASSD NaN.
-  One empty mask gives HD95/ASSD NaN; both empty give Dice 1, HD95 0, NSD 1. Summaries
-  skip NaN values and count them (n_nan).
+  mismatch) or whose ground-truth file cannot be read (unreadable_gt) is kept and scored
+  as a failure: Dice 0, IoU 0, NSD 0, HD95/ASSD NaN. One empty mask gives HD95/ASSD NaN;
+  both empty give Dice 1, HD95 0, NSD 1. Summaries skip NaN values and count them (n_nan).
+  summary.json: per class across cases; "overall.across_classes" across the per-class
+  means (each class weighs the same); "overall.pooled" over all case x class rows.
 
 outputs (in --out): metrics.csv (one row per case x class), summary.json, metrics.png.
 
 exit status:
   0  every ground-truth case was scored and all label values belong to the dataset
-  1  some case was missing, unreadable or mismatched, or held label values outside the
-     dataset's set (the outputs are still written)
-  2  the evaluation could not run (bad folder, unknown dataset, unreadable ground truth)
+  1  some case was missing, unreadable (prediction or ground truth) or mismatched, or
+     held label values outside the dataset's set (the outputs are still written)
+  2  the evaluation could not run (bad folder, no ground truth found, broken raw root)
 """
 
 
@@ -71,16 +76,16 @@ def _mean_std(stats: dict, style: str) -> str:
 
 
 def format_table(result: EvaluationResult) -> str:
-    """Compact text table: one line per class with Dice, HD95 and NSD mean ± std."""
+    """Compact text table: Dice, HD95 and NSD mean ± std per class, across classes, and pooled."""
     # Dice/NSD live in [0, 1]; HD95 in mm spans nm (EM) to cm, hence significant digits.
     columns = (("dice", ".3f"), ("hd95_mm", ".3g"), ("nsd", ".3f"))
     header = ("class", "Dice", "HD95 mm", "NSD")
     lines = [header]
-    for name, stats in result.summary["classes"].items():
+    rows = [*result.summary["classes"].items(),
+            ("across classes", result.summary["overall"]["across_classes"]),
+            ("pooled", result.summary["overall"]["pooled"])]
+    for name, stats in rows:
         lines.append((name, *(_mean_std(stats[metric], style) for metric, style in columns)))
-    overall = result.summary["mean_over_classes"]
-    lines.append(("mean", *("n/a" if math.isnan(overall[metric]) else f"{overall[metric]:{style}}"
-                            for metric, style in columns)))
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
                      for row in lines)
@@ -94,6 +99,7 @@ def _problems(result: EvaluationResult) -> list[str]:
             shown = ", ".join(items[:10]) + (f", ... ({len(items) - 10} more)" if len(items) > 10 else "")
             lines.append(f"{title} ({len(items)}): {shown}")
     for title, messages in (("mismatched", result.mismatched), ("unreadable", result.unreadable),
+                            ("unreadable ground truth", result.unreadable_gt),
                             ("label values outside the dataset", result.invalid_labels)):
         lines.extend(f"{title}: {case_id}: {message}" for case_id, message in messages.items())
     return lines

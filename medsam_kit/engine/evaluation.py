@@ -8,32 +8,40 @@ file name (:func:`medsam_kit.data.case.case_file_stem`). The ground truth is eit
     nnU-Net raw): labels are read through the adapter, so they get the adapter's value
     mapping (EM 255 → 1, instance ids binarised) and the same geometry as the images that
     the predictions were made from; or
-(b) a flat folder of label files ``<case_id><suffix>``. A trailing ``_gt``, ``_seg``, ``-seg``
-    or ``_groundtruth`` is removed from the stem, so ACDC's ``patient001_frame01_gt.nii.gz`` pairs with
-    the prediction ``patient001_frame01.nii.gz``. For ``nnunet`` the labels come from
-    ``dataset.json`` in that folder or its parent (``labelsTr/``). Values are used as stored
-    (a Lucchi mask holds 255, not 1: score EM through its raw root instead).
+(b) a flat folder of label files ``<case_id><suffix>`` (volume files directly in it). A trailing
+    ``_gt``, ``_seg``, ``-seg`` or ``_groundtruth`` is removed from the stem, so ACDC's
+    ``patient001_frame01_gt.nii.gz`` pairs with the prediction ``patient001_frame01.nii.gz``. For
+    ``nnunet`` the labels come from ``dataset.json`` in that folder or its parent (``labelsTr/``).
+    Values are used as stored (a Lucchi mask holds 255, not 1: score EM through its raw root instead).
+
+Which one: the adapter's ``discover`` is tried first; a folder where it finds labeled cases is
+(a). Otherwise a folder holding volume files directly is (b). A folder with neither is an error:
+when it has sub-folders (every raw layout without volumes in its root keeps them in sub-folders)
+it was meant as a raw root, so the adapter's own message is raised (e.g. a patient folder
+without ``Info.cfg``), not a vague "no ground truth"; an empty folder gets the generic message.
+
+Label files (predictions and flat ground truth) must hold one ``(Z, Y, X)`` map of integer
+values 0..255 (:func:`medsam_kit.data.adapters._loading.to_label`, the adapters' own rule).
 
 Nothing is skipped silently and nothing is resampled:
 
 * a ground-truth case without a prediction is **missing**, a prediction file that does not
-  read as a label map is **unreadable**, and a prediction whose shape or geometry differs
-  from its ground truth (``Geometry.almost_equal``: within a thousandth of a voxel) is **mismatched**. These
-  cases stay in ``metrics.csv`` and in the summary as failures — Dice 0, IoU 0, NSD 0,
-  HD95/ASSD NaN (their ``status`` column says why) — so an incomplete prediction set can
-  never look better than a complete one;
+  read as a label map is **unreadable**, a ground-truth file that does not read is
+  **unreadable_gt**, and a prediction whose shape or geometry differs from its ground truth
+  (``Geometry.almost_equal``: within a thousandth of a voxel) is **mismatched**. These cases
+  stay in ``metrics.csv`` and in the summary as failures — Dice 0, IoU 0, NSD 0, HD95/ASSD NaN
+  (their ``status`` column says why) — so an incomplete set can never look better than a
+  complete one;
 * a prediction without ground truth is **unmatched** (listed, not scored);
 * label values outside the dataset's set are listed per case (they belong to no class,
   which usually means the wrong ``dataset`` was given, e.g. BraTS 2021 ET=4 as ``brats``).
 
-Summary statistics skip NaN values and report how many there were (``n_nan``).
+Summary statistics (:mod:`medsam_kit.engine.evaluation_report`) skip NaN values and report how
+many there were (``n_nan``): per class across cases, and overall across classes and pooled.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -41,26 +49,24 @@ from pathlib import Path
 
 import numpy as np
 
+from medsam_kit.data.adapters import get_adapter
+from medsam_kit.data.adapters._loading import to_label, volume_files
 from medsam_kit.data.case import case_file_stem
 from medsam_kit.data.datasets import SPECS, DatasetSpec
-from medsam_kit.engine.metrics import METRIC_NAMES, class_metrics
-from medsam_kit.io import (
-    VOLUME_SUFFIXES,
-    Geometry,
-    atomic_path,
-    atomic_write_text,
-    read_volume,
-    strip_volume_suffix,
-)
+from medsam_kit.engine.evaluation_report import CSV_COLUMNS, OUTPUT_FILES, summarize, write_outputs
+from medsam_kit.engine.metrics import class_metrics
+from medsam_kit.io import VOLUME_SUFFIXES, Geometry, read_volume
 
-#: Columns of ``metrics.csv``; ``status`` is ok / missing / mismatch / unreadable.
-CSV_COLUMNS = ("case_id", "class", "dice", "iou", "hd95_mm", "assd_mm", "nsd", "gt_voxels", "pred_voxels",
-               "status")
+__all__ = ["CSV_COLUMNS", "GT_STEM_SUFFIXES", "EvaluationResult", "default_nsd_tolerance_mm", "evaluate_folders"]
+
 #: Stem endings removed from flat ground-truth file names (ACDC ``_gt``, BraTS-style ``_seg``/``-seg``,
 #: Lucchi ``_groundtruth``).
 GT_STEM_SUFFIXES = ("_groundtruth", "_gt", "_seg", "-seg")
 _FAILED = {"dice": 0.0, "iou": 0.0, "hd95_mm": math.nan, "assd_mm": math.nan, "nsd": 0.0}
-_OUTPUT_FILES = ("metrics.csv", "summary.json", "metrics.png")
+# What reading a label file can raise: read_volume turns library errors into ValueError, but
+# adapters open some formats themselves (h5py: OSError), a file can vanish or lose permissions
+# (OSError), and an HDF5 key can be absent (KeyError).
+_READ_ERRORS = (ValueError, OSError, KeyError)
 
 
 def default_nsd_tolerance_mm(spec: DatasetSpec) -> float:
@@ -78,13 +84,14 @@ class EvaluationResult:
         nsd_tolerance_mm: NSD tolerance used.
         rows: one dict per ground-truth case × class with the keys of :data:`CSV_COLUMNS`.
         summary: the content of ``summary.json`` (NaN written as null there): dataset,
-            tolerance, case counts, per class ``{metric: {mean, std, median, n, n_nan}}`` where
-            ``n`` counts the finite values that the statistics use, ``mean_over_classes``, and
-            the missing / unmatched / mismatched / unreadable / invalid-label lists.
+            tolerance, case counts, per class ``{metric: {mean, std, median, n, n_nan}}``,
+            ``overall`` (``across_classes`` and ``pooled``, see
+            :mod:`medsam_kit.engine.evaluation_report`) and the failure / invalid-label lists.
         missing: ground-truth case ids without a prediction.
         unmatched: prediction case ids without ground truth.
         mismatched: ``{case_id: message}`` for shape/geometry mismatches.
         unreadable: ``{case_id: message}`` for prediction files that are not label maps.
+        unreadable_gt: ``{case_id: message}`` for ground-truth files that could not be read.
         invalid_labels: ``{case_id: message}`` for label values outside the dataset's set.
         files: written outputs ``{"csv" | "summary" | "plot": path}`` (empty without ``out_dir``).
     """
@@ -98,13 +105,19 @@ class EvaluationResult:
     unmatched: list[str] = field(default_factory=list)
     mismatched: dict[str, str] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)
+    unreadable_gt: dict[str, str] = field(default_factory=dict)
     invalid_labels: dict[str, str] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
 
     @property
+    def failed_cases(self) -> set[str]:
+        """Ground-truth case ids scored as failures (missing, mismatched, unreadable either side)."""
+        return {*self.missing, *self.mismatched, *self.unreadable, *self.unreadable_gt}
+
+    @property
     def complete(self) -> bool:
         """True when every ground-truth case was scored with valid labels."""
-        return not (self.missing or self.mismatched or self.unreadable or self.invalid_labels)
+        return not (self.failed_cases or self.invalid_labels)
 
 
 @dataclass
@@ -114,23 +127,24 @@ class _GroundTruth:
     load: Callable[[], tuple[np.ndarray, Geometry]]
 
 
-def _flat_case_id(name: str, strip: tuple[str, ...]) -> str:
-    stem = strip_volume_suffix(name)
-    for suffix in strip:
-        if stem.endswith(suffix) and len(stem) > len(suffix):
-            return stem[: -len(suffix)]
-    return stem
+def _message(exc: BaseException, path: Path) -> str:
+    """One line naming ``path`` (KeyError's str() adds quotes; library errors may omit the file)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    text = " ".join(text.split()) or type(exc).__name__
+    return text if str(path) in text else f"{path}: {text}"
 
 
-def _scan_flat(folder: Path, strip: tuple[str, ...], exclude: Collection[str] = ()) -> dict[str, Path]:
-    """``{case_id: file}`` for the volume files directly in ``folder`` (hidden/temporary files skipped)."""
+def _flat_files(folder: Path, strip: tuple[str, ...], exclude: Collection[str] = ()) -> dict[str, Path]:
+    """``{case_id: file}`` for the volume files directly in ``folder``, ``strip`` endings removed.
+
+    Hidden files are skipped and two files of one stem raise (:func:`volume_files`); names in
+    ``exclude`` (lower case) are left out.
+    """
     found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        lower = path.name.lower()
-        skip = lower.startswith(".") or lower in exclude or not lower.endswith(VOLUME_SUFFIXES)
-        if skip or not path.is_file():
+    for stem, path in volume_files(folder, VOLUME_SUFFIXES).items():
+        if path.name.lower() in exclude:
             continue
-        case_id = _flat_case_id(path.name, strip)
+        case_id = next((stem[: -len(s)] for s in strip if stem.endswith(s) and len(stem) > len(s)), stem)
         if case_id in found:
             raise ValueError(f"{folder}: {found[case_id].name} and {path.name} both give case id "
                              f"{case_id!r}; keep one file per case")
@@ -138,75 +152,70 @@ def _scan_flat(folder: Path, strip: tuple[str, ...], exclude: Collection[str] = 
     return found
 
 
-def _read_flat_label(path: Path) -> tuple[np.ndarray, Geometry]:
+def _read_label_map(path: Path) -> tuple[np.ndarray, Geometry]:
+    """A label file as ``(Z, Y, X)`` uint8 and its geometry; ValueError naming the file otherwise."""
     volume = read_volume(path)
-    return volume.array, volume.geometry
+    array = volume.array
+    if array.ndim == 4:  # Volume guarantees (Z, Y, X) or (C, Z, Y, X)
+        if array.shape[0] != 1:
+            raise ValueError(f"{path}: expected one (Z, Y, X) label map, found {array.shape[0]} channels "
+                             f"(shape {array.shape}); write one integer label map per case")
+        array = array[0]
+    return to_label(array, path), volume.geometry
 
 
-def _adapter(dataset: str):
-    """The dataset's adapter, or None while the registry is not available / does not know the name."""
-    try:  # optional: flat label folders work without adapters
-        from medsam_kit.data.adapters import get_adapter
-    except ImportError:
-        return None
-    try:
-        return get_adapter(dataset)
-    except (KeyError, ValueError):
-        return None
+def _unusable_root(gt_dir: Path, dataset: str, error: Exception) -> Exception:
+    kind = FileNotFoundError if isinstance(error, FileNotFoundError) else ValueError
+    return kind(f"{gt_dir}: cannot read it as a raw {dataset} dataset root: {_message(error, gt_dir)}")
 
 
 def _ground_truth(gt_dir: Path, dataset: str,
                   subset: str | None) -> tuple[DatasetSpec, dict[str, _GroundTruth]]:
     """Spec and ground-truth cases of a raw dataset root (a) or a flat label folder (b)."""
-    adapter = _adapter(dataset)
-    labeled = []
-    if adapter is not None:
-        try:
-            labeled = [r for r in adapter.discover(gt_dir) if r.labeled]
-        except (FileNotFoundError, ValueError):
-            labeled = []  # not a raw root of this dataset: try a flat folder of labels
+    adapter = get_adapter(dataset)
+    try:
+        records, layout_error = adapter.discover(gt_dir), None
+    except (FileNotFoundError, ValueError) as exc:  # not this layout, or this layout with a defect
+        records, layout_error = [], exc
+    labeled = [r for r in records if r.labeled]
     if labeled:
-        records = [r for r in labeled if subset in (None, r.subset)]
-        if not records:
+        chosen = [r for r in labeled if subset in (None, r.subset)]
+        if not chosen:
             raise ValueError(f"{gt_dir}: no labeled cases in subset {subset!r}; subsets with labels: "
                              f"{sorted({r.subset for r in labeled})}")
-
         # The adapter knows each layout's label encoding and geometry (the grid predictions are on).
-        cases = {r.case_id: _GroundTruth(r.case_id, Path(r.label_file), r.load_label) for r in records}
+        cases = {r.case_id: _GroundTruth(r.case_id, Path(r.label_file), r.load_label) for r in chosen}
         return adapter.spec(gt_dir), cases
+
+    try:
+        files = _flat_files(gt_dir, GT_STEM_SUFFIXES)
+    except ValueError as flat_error:
+        if layout_error is None:
+            raise
+        # Neither reading works; both reasons in one line, since either may be what the user meant.
+        raise ValueError(f"{flat_error}; read as a raw {dataset} root instead: "
+                         f"{_message(layout_error, gt_dir)}") from flat_error
+    if not files:
+        if records:
+            raise FileNotFoundError(f"{gt_dir}: the raw {dataset} root holds {len(records)} case(s) but none "
+                                    "has a ground-truth label file; point --gt at labeled data")
+        has_folders = any(p.is_dir() and not p.name.startswith(".") for p in gt_dir.iterdir())
+        if layout_error is not None and has_folders:
+            raise _unusable_root(gt_dir, dataset, layout_error) from layout_error
+        raise FileNotFoundError(f"{gt_dir}: found no ground truth: expected a raw {dataset} dataset root or "
+                                "a folder of label files <case_id>.nii.gz (or another volume suffix)")
     if subset is not None:
         raise ValueError(f"{gt_dir}: a subset ({subset!r}) can only be chosen in a raw {dataset} dataset "
-                         "root, and this folder is not one")
+                         "root, and this folder is a flat folder of label files")
     if dataset == "nnunet":
         root = next((d for d in (gt_dir, gt_dir.parent) if (d / "dataset.json").is_file()), None)
-        if root is None or adapter is None:
+        if root is None:
             raise FileNotFoundError(f"{gt_dir}: nnunet evaluation needs dataset.json in this folder or its "
                                     "parent (point --gt at the nnU-Net raw dataset root or its labelsTr/)")
         spec = adapter.spec(root)
     else:
         spec = SPECS[dataset]
-    files = _scan_flat(gt_dir, GT_STEM_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"{gt_dir}: found no ground truth: expected a raw {dataset} dataset root or "
-                                "a folder of label files <case_id>.nii.gz (or another volume suffix)")
-    return spec, {cid: _GroundTruth(cid, p, lambda p=p: _read_flat_label(p)) for cid, p in files.items()}
-
-
-def _as_label_map(array: np.ndarray, path: Path) -> np.ndarray:
-    """``(Z, Y, X)`` integer label map, or ValueError naming the file."""
-    if array.ndim == 4 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 3:
-        raise ValueError(f"{path}: expected a (Z, Y, X) label map, found shape {array.shape}")
-    if array.dtype == bool:
-        return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        if not (np.all(np.isfinite(array)) and np.array_equal(array, np.round(array))):
-            raise ValueError(f"{path}: holds non-integer values (probabilities?); write integer label maps")
-        return array.astype(np.int64)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{path}: expected integer labels, found dtype {array.dtype}")
-    return array
+    return spec, {cid: _GroundTruth(cid, p, lambda p=p: _read_label_map(p)) for cid, p in files.items()}
 
 
 def _failure_rows(case_id: str, classes: dict, status: str, gt: np.ndarray | None) -> list[dict]:
@@ -231,28 +240,36 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
         dataset: a name in :data:`medsam_kit.data.datasets.SPECS` or ``'nnunet'``.
         out_dir: where to write ``metrics.csv``, ``summary.json`` and ``metrics.png``
             (atomically); None writes nothing.
-        nsd_tolerance_mm: NSD tolerance in mm; None for :func:`default_nsd_tolerance_mm`.
+        nsd_tolerance_mm: NSD tolerance in mm (finite, >= 0); None for :func:`default_nsd_tolerance_mm`.
         subset: with a raw root, score only cases of this subset (e.g. ACDC ``'testing'``).
         progress: optional ``progress(done, total)`` called after each ground-truth case.
 
     Returns:
-        :class:`EvaluationResult`.
+        :class:`EvaluationResult`. Unreadable files on either side are failures in it, not errors.
 
     Raises:
-        ValueError: unknown dataset, unreadable ground truth, clashing case ids.
+        ValueError: unknown dataset, bad tolerance, clashing case ids, a raw root the adapter rejects,
+            no foreground class to score.
         FileNotFoundError: a folder does not exist or holds no ground truth.
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     if dataset not in SPECS and dataset != "nnunet":
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join([*SPECS, 'nnunet'])}")
+    if nsd_tolerance_mm is not None and not (math.isfinite(nsd_tolerance_mm) and nsd_tolerance_mm >= 0):
+        raise ValueError(f"NSD tolerance must be a finite number of mm >= 0, got {nsd_tolerance_mm}")
     for name, folder in (("prediction", pred_dir), ("ground-truth", gt_dir)):
-        if not folder.is_dir():
+        if not folder.exists():
             raise FileNotFoundError(f"{folder}: {name} folder does not exist")
+        if not folder.is_dir():
+            raise NotADirectoryError(f"{folder}: is a file; the {name} path must be a folder")
     spec, gts = _ground_truth(gt_dir, dataset, subset)
     tolerance = default_nsd_tolerance_mm(spec) if nsd_tolerance_mm is None else float(nsd_tolerance_mm)
     same_folder = out_dir is not None and Path(out_dir).resolve() == pred_dir.resolve()
-    preds = _scan_flat(pred_dir, (), exclude=set(_OUTPUT_FILES) if same_folder else set())
+    preds = _flat_files(pred_dir, (), exclude=set(OUTPUT_FILES) if same_folder else set())
     classes = {name: tuple(values) for name, values in spec.evaluation_classes().items()}
+    if not classes:
+        raise ValueError(f"{gt_dir}: the {spec.name} labels {dict(spec.label_names)} define no foreground "
+                         "class to score; add the classes (nnU-Net: 'labels' in dataset.json)")
     allowed = set(spec.label_values) | ({spec.ignore_label} if spec.ignore_label is not None else set())
     stems = {case_file_stem(case_id): case_id for case_id in gts}
     result = EvaluationResult(dataset, classes, tolerance, unmatched=sorted(set(preds) - set(stems)))
@@ -264,9 +281,9 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
         if progress is not None:
             progress(done, len(case_ids))
 
-    result.summary = _summarize(result, len(case_ids), pred_dir=pred_dir, gt_dir=gt_dir)
+    result.summary = summarize(result, len(case_ids), pred_dir=pred_dir, gt_dir=gt_dir)
     if out_dir is not None:
-        result.files = _write_outputs(result, Path(out_dir))
+        result.files = write_outputs(result, Path(out_dir))
     return result
 
 
@@ -276,22 +293,27 @@ def _score_case(gt_case: _GroundTruth, pred_path: Path | None, spec: DatasetSpec
     case_id = gt_case.case_id
     if pred_path is None:
         result.missing.append(case_id)
-        return _failure_rows(case_id, classes, "missing", None)
-    gt_array, gt_geometry = gt_case.load()
-    gt = _as_label_map(gt_array, gt_case.path)
+    # The ground truth is read even without a prediction: its problems are reported either way
+    # and a missing case's rows still say how many ground-truth voxels it has.
     try:
-        pred_volume = read_volume(pred_path)
-        pred = _as_label_map(pred_volume.array, pred_path)
-    except ValueError as exc:
-        result.unreadable[case_id] = str(exc)
+        gt, gt_geometry = gt_case.load()
+    except _READ_ERRORS as exc:
+        result.unreadable_gt[case_id] = _message(exc, gt_case.path)
+        return _failure_rows(case_id, classes, "unreadable_gt", None)
+    if pred_path is None:
+        return _failure_rows(case_id, classes, "missing", gt)
+    try:
+        pred, pred_geometry = _read_label_map(pred_path)
+    except _READ_ERRORS as exc:
+        result.unreadable[case_id] = _message(exc, pred_path)
         return _failure_rows(case_id, classes, "unreadable", gt)
     if pred.shape != gt.shape:
         result.mismatched[case_id] = (f"{pred_path}: shape {pred.shape} differs from ground truth "
                                       f"{gt_case.path} {gt.shape}; write predictions on the ground truth's "
                                       "grid")
         return _failure_rows(case_id, classes, "mismatch", gt)
-    if not pred_volume.geometry.almost_equal(gt_geometry):
-        difference = pred_volume.geometry.describe_difference(gt_geometry)
+    if not pred_geometry.almost_equal(gt_geometry):
+        difference = pred_geometry.describe_difference(gt_geometry)
         result.mismatched[case_id] = (f"{pred_path}: geometry differs from ground truth {gt_case.path}: "
                                       f"{difference}; predictions are never resampled, write them on the "
                                       "ground truth's grid")
@@ -305,103 +327,3 @@ def _score_case(gt_case: _GroundTruth, pred_path: Path | None, spec: DatasetSpec
     scores = class_metrics(pred, gt, classes, gt_geometry.spacing_zyx, tolerance,
                            ignore_label=spec.ignore_label)
     return [{"case_id": case_id, "class": name, **values, "status": "ok"} for name, values in scores.items()]
-
-
-def _statistics(values: list[float]) -> dict:
-    """mean / std (population, ddof=0) / median over the finite values; ``n_nan`` counts the rest."""
-    array = np.asarray(values, dtype=float)
-    finite = array[np.isfinite(array)]
-    stats = {"n": int(finite.size), "n_nan": int(array.size - finite.size)}
-    if finite.size == 0:
-        return {"mean": math.nan, "std": math.nan, "median": math.nan, **stats}
-    return {"mean": float(finite.mean()), "std": float(finite.std()), "median": float(np.median(finite)),
-            **stats}
-
-
-def _summarize(result: EvaluationResult, n_cases: int, pred_dir: Path, gt_dir: Path) -> dict:
-    per_class = {}
-    for name, values in result.classes.items():
-        rows = [r for r in result.rows if r["class"] == name]
-        per_class[name] = {"labels": list(values),
-                           **{metric: _statistics([r[metric] for r in rows]) for metric in METRIC_NAMES}}
-    overall = {m: _statistics([c[m]["mean"] for c in per_class.values()])["mean"] for m in METRIC_NAMES}
-    n_failed = len(result.missing) + len(result.mismatched) + len(result.unreadable)
-    return {
-        "dataset": result.dataset,
-        "nsd_tolerance_mm": result.nsd_tolerance_mm,
-        "pred_dir": str(pred_dir),
-        "gt_dir": str(gt_dir),
-        "cases": {"ground_truth": n_cases, "scored": n_cases - n_failed, "missing": len(result.missing),
-                  "mismatched": len(result.mismatched), "unreadable": len(result.unreadable),
-                  "unmatched": len(result.unmatched)},
-        "failures_scored_as": "dice 0, iou 0, nsd 0, hd95/assd NaN (missing, mismatched, unreadable cases)",
-        "classes": per_class,
-        "mean_over_classes": overall,
-        "missing": result.missing,
-        "unmatched": result.unmatched,
-        "mismatched": result.mismatched,
-        "unreadable": result.unreadable,
-        "invalid_labels": result.invalid_labels,
-    }
-
-
-def _json_safe(value):
-    """NaN/inf → None: strict JSON has no NaN, and readers (jq, JavaScript) reject it."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _csv_text(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row[k] is None else row[k] for k in CSV_COLUMNS})
-    return buffer.getvalue()
-
-
-def _write_outputs(result: EvaluationResult, out_dir: Path) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {key: out_dir / name for key, name in zip(("csv", "summary", "plot"), _OUTPUT_FILES, strict=True)}
-    atomic_write_text(files["csv"], _csv_text(result.rows))
-    atomic_write_text(files["summary"], json.dumps(_json_safe(result.summary), indent=2) + "\n")
-    _plot(result, files["plot"])
-    return files
-
-
-def _plot(result: EvaluationResult, path: Path) -> None:
-    """Per-class box plot with the individual cases overlaid, for Dice and HD95."""
-    # Figure + Agg canvas directly instead of pyplot: no global backend switch in the
-    # caller's process (notebooks keep theirs) and no GUI toolkit needed on servers.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    names = list(result.classes)
-    figure = Figure(figsize=(max(6.0, 1.1 * len(names) + 2), 7), constrained_layout=True)
-    FigureCanvasAgg(figure)
-    jitter = np.random.default_rng(0)  # fixed: the same results draw the same picture
-    panels = (("dice", "Dice"), ("hd95_mm", "HD95 (mm)"))
-    for ax, (metric, label) in zip(figure.subplots(2, 1), panels, strict=True):
-        raw = [np.asarray([r[metric] for r in result.rows if r["class"] == n], dtype=float) for n in names]
-        data = [d[np.isfinite(d)] for d in raw]
-        positions = np.arange(1, len(names) + 1)
-        ax.boxplot([d if d.size else [np.nan] for d in data], positions=positions, widths=0.5,
-                   showfliers=False)  # the strip shows every case, outliers included
-        for pos, values in zip(positions, data, strict=True):
-            x = pos + jitter.uniform(-0.15, 0.15, values.size)
-            ax.scatter(x, values, s=10, alpha=0.6, color="tab:blue")
-        # A class whose HD95 is NaN for some cases (one mask empty) says so under its name.
-        n_nan = [d.size - f.size for d, f in zip(raw, data, strict=True)]
-        ax.set_xticks(positions, [f"{n}\n({k} NaN)" if k else n for n, k in zip(names, n_nan, strict=True)])
-        ax.set_ylabel(label)
-        if metric == "dice":
-            ax.set_ylim(-0.02, 1.02)  # fixed scale: plots of different runs compare at a glance
-        ax.grid(axis="y", alpha=0.3)
-    figure.suptitle(f"{result.dataset}: {len({r['case_id'] for r in result.rows})} cases")
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)

@@ -40,6 +40,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from medsam_kit.data.regions import region_mask
+
 #: Metric keys of :func:`mask_metrics`, in report order.
 METRIC_NAMES = ("dice", "iou", "hd95_mm", "assd_mm", "nsd")
 
@@ -155,12 +157,6 @@ def mask_metrics(pred: np.ndarray, gt: np.ndarray, spacing_zyx: Sequence[float],
     return {"dice": dice, "iou": iou, "hd95_mm": hd95, "assd_mm": assd, "nsd": within / n_surface, **counts}
 
 
-def class_mask(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
-    """Boolean mask of the voxels whose label is one of ``values`` (a label or a region)."""
-    values = tuple(int(v) for v in values)
-    return labels == values[0] if len(values) == 1 else np.isin(labels, values)
-
-
 def class_metrics(pred_labels: np.ndarray, gt_labels: np.ndarray, classes: Mapping[str, Sequence[int]],
                   spacing_zyx: Sequence[float], nsd_tolerance_mm: float,
                   ignore_label: int | None = None) -> dict[str, dict[str, float]]:
@@ -186,7 +182,7 @@ def class_metrics(pred_labels: np.ndarray, gt_labels: np.ndarray, classes: Mappi
     keep = None if ignore_label is None else gt_labels != ignore_label
     results = {}
     for name, values in classes.items():
-        pred, gt = class_mask(pred_labels, values), class_mask(gt_labels, values)
+        pred, gt = region_mask(pred_labels, values), region_mask(gt_labels, values)
         if keep is not None:
             pred, gt = pred & keep, gt & keep
         results[name] = mask_metrics(pred, gt, spacing_zyx, nsd_tolerance_mm)

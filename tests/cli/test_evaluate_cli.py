@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -75,3 +76,71 @@ def test_help_documents_exit_codes_and_pairing(capsys):
         main(["evaluate", "--help"])
     text = capsys.readouterr().out
     assert "exit status" in text and "_gt" in text and "--nsd-tolerance" in text
+
+
+def test_table_shows_across_classes_and_pooled_rows(folders, tmp_path, capsys):
+    gt_dir, pred_dir = folders
+    assert main(["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "--dataset", "acdc",
+                 "--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("across classes") and "1.000 ± 0.000" in line for line in lines)
+    assert any(line.startswith("pooled") and "1.000 ± 0.000" in line for line in lines)
+
+
+def test_unreadable_ground_truth_exits_1_and_still_writes_outputs(folders, tmp_path, capsys):
+    gt_dir, pred_dir = folders
+    (gt_dir / "patient001_frame01_gt.nii.gz").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    code = main(["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "--dataset", "acdc", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "unreadable ground truth: patient001_frame01:" in err and "Traceback" not in err
+    assert json.loads((out / "summary.json").read_text())["cases"]["unreadable_gt"] == 1
+
+
+def test_broken_raw_root_exits_2_with_the_adapters_message(phantom_factory, tmp_path, capsys):
+    root = tmp_path / "acdc"
+    shutil.copytree(phantom_factory("acdc"), root)
+    next(root.rglob("Info.cfg")).unlink()
+    (tmp_path / "pred").mkdir()
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(root), "--dataset", "acdc"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Info.cfg" in err and "no ground truth" not in err
+
+
+@pytest.mark.parametrize("breakage", ["garbage prediction", "stray files", "empty predictions",
+                                      "prediction is a folder", "out is a file", "negative tolerance",
+                                      "gt is a file", "empty gt"])
+def test_bad_inputs_never_show_a_traceback(breakage, folders, tmp_path, capsys):
+    gt_dir, pred_dir = folders
+    extra = []
+    expected = 1
+    if breakage == "garbage prediction":
+        (pred_dir / "patient000_frame01.nii.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    elif breakage == "stray files":
+        (pred_dir / "README.txt").write_text("notes")
+        (pred_dir / "scores.csv").write_text("a,b\n")
+        (pred_dir / "sub").mkdir()
+        expected = 0
+    elif breakage == "empty predictions":
+        shutil.rmtree(pred_dir)
+        pred_dir.mkdir()
+    elif breakage == "prediction is a folder":
+        (pred_dir / "patient000_frame01.nii.gz").unlink()
+        (pred_dir / "patient000_frame01.nii.gz").mkdir()
+    elif breakage == "out is a file":
+        (tmp_path / "taken").write_text("x")
+        extra, expected = ["--out", str(tmp_path / "taken")], 2
+    elif breakage == "negative tolerance":
+        extra, expected = ["--nsd-tolerance", "-1"], 2
+    elif breakage == "gt is a file":
+        gt_dir, expected = gt_dir / "patient000_frame01_gt.nii.gz", 2
+    elif breakage == "empty gt":
+        gt_dir, expected = tmp_path / "empty", 2
+        gt_dir.mkdir()
+    code = main(["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "--dataset", "acdc", *extra])
+    err = capsys.readouterr().err
+    assert code == expected, err
+    assert "Traceback" not in err
+    if expected == 2:
+        assert err.count("\n") == 1 and err.startswith("medsam-kit evaluate: error: ")

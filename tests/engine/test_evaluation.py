@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medsam_kit.data.adapters import get_adapter
 from medsam_kit.data.case import case_file_stem
 from medsam_kit.engine.evaluation import CSV_COLUMNS, evaluate_folders
 from medsam_kit.engine.metrics import class_metrics
@@ -77,9 +78,11 @@ def test_perfect_predictions_score_one_and_write_all_outputs(acdc_flat, tmp_path
     assert all(r["status"] == "ok" and r["gt_voxels"] == r["pred_voxels"] for r in rows)
     summary = _strict_json(result.files["summary"])
     assert summary["cases"] == {"ground_truth": 3, "scored": 3, "missing": 0, "mismatched": 0,
-                                "unreadable": 0, "unmatched": 0}
+                                "unreadable": 0, "unreadable_gt": 0, "unmatched": 0}
     assert summary["classes"]["LV"]["dice"] == {"mean": 1.0, "std": 0.0, "median": 1.0, "n": 3, "n_nan": 0}
-    assert summary["mean_over_classes"]["dice"] == 1.0
+    assert summary["overall"]["across_classes"]["dice"] == {"mean": 1.0, "std": 0.0, "median": 1.0, "n": 3,
+                                                           "n_nan": 0}
+    assert summary["overall"]["pooled"]["dice"] == {"mean": 1.0, "std": 0.0, "median": 1.0, "n": 9, "n_nan": 0}
     assert summary["dataset"] == "acdc" and summary["nsd_tolerance_mm"] == 2.0
     assert result.files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -190,13 +193,6 @@ def test_bad_arguments_raise(acdc_flat, tmp_path):
 
 
 # ------------------------------------------------------------------ raw dataset roots (adapters)
-def _adapters():
-    adapters = pytest.importorskip("medsam_kit.data.adapters")
-    if not hasattr(adapters, "get_adapter"):
-        pytest.skip("adapter registry (get_adapter) not written yet")
-    return adapters
-
-
 def _predict_from_ground_truth(records, pred_dir: Path) -> None:
     for record in records:
         case = record.load()
@@ -206,11 +202,8 @@ def _predict_from_ground_truth(records, pred_dir: Path) -> None:
 # BraTS phantoms take ~10 s to generate; its regions are covered by the flat-folder test above.
 @pytest.mark.parametrize("dataset", ["acdc", pytest.param("brats", marks=pytest.mark.slow), "em"])
 def test_raw_root_through_the_adapter(dataset, phantom_factory, tmp_path):
-    adapter = _adapters().get_adapter(dataset)
-    try:
-        root = phantom_factory(dataset)
-    except (ImportError, ModuleNotFoundError) as exc:
-        pytest.skip(f"{dataset} phantoms not written yet: {exc}")
+    adapter = get_adapter(dataset)
+    root = phantom_factory(dataset)
     records = [r for r in adapter.discover(root) if r.labeled]
     _predict_from_ground_truth(records[1:], tmp_path / "pred")
     result = evaluate_folders(tmp_path / "pred", root, dataset)
@@ -222,11 +215,8 @@ def test_raw_root_through_the_adapter(dataset, phantom_factory, tmp_path):
 
 
 def test_raw_root_subset_selects_cases(phantom_factory, tmp_path):
-    adapter = _adapters().get_adapter("acdc")
-    try:
-        root = phantom_factory("acdc")
-    except (ImportError, ModuleNotFoundError) as exc:
-        pytest.skip(f"acdc phantoms not written yet: {exc}")
+    adapter = get_adapter("acdc")
+    root = phantom_factory("acdc")
     records = [r for r in adapter.discover(root) if r.labeled]
     subset = records[-1].subset
     chosen = [r for r in records if r.subset == subset]
@@ -236,7 +226,6 @@ def test_raw_root_subset_selects_cases(phantom_factory, tmp_path):
 
 
 def test_nnunet_labels_folder_uses_dataset_json_of_its_parent(tmp_path):
-    _adapters()
     root = tmp_path / "Dataset001_Toy"
     (root / "labelsTr").mkdir(parents=True)
     (root / "dataset.json").write_text(json.dumps({

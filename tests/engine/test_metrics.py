@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import monai.metrics as monai_metrics
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from medsam_kit.data.datasets import BRATS
@@ -149,8 +151,6 @@ def _blob(shape, seed, fraction):
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecated argument, internal to it
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_metrics_agree_with_monai(seed):
-    torch = pytest.importorskip("torch")
-    monai_metrics = pytest.importorskip("monai.metrics")
     shape, spacing, tolerance = (10, 40, 36), (4.0, 1.1, 0.7), 2.5
     pred, gt = _blob(shape, seed, 0.3), _blob(shape, seed + 100, 0.25)  # blobs reach the volume edges
     ours = mask_metrics(pred, gt, spacing, tolerance)
@@ -170,3 +170,9 @@ def test_metrics_agree_with_monai(seed):
     # distances in both, so the only difference is MONAI's float32 arithmetic.
     for name, value in reference.items():
         assert ours[name] == pytest.approx(float(value.item()), rel=1e-5, abs=1e-6), name
+
+
+def test_class_metrics_rejects_a_class_without_label_values():
+    labels = np.zeros((2, 3, 3), np.uint8)
+    with pytest.raises(ValueError, match="at least one label value"):
+        class_metrics(labels, labels, {"nothing": ()}, SPACING, 1.0)
