@@ -12,11 +12,14 @@ from medsam_kit.data.integrity import ERROR, KINDS, WARNING, check_dataset
 _DESCRIPTION = (
     "Check a raw dataset folder the way nnU-Net verifies its datasets, reporting every problem instead "
     "of stopping at the first.",
-    "Per case, one file at a time (header first, then pixels): files must exist and read completely; "
-    "all channels and the label must share one grid (shape, and spacing/origin within a thousandth of a voxel, "
-    "direction within 1e-4); images must be finite and not empty or constant; labels must be whole "
-    "numbers within the dataset's label set (offending values are listed with voxel counts); an "
-    "all-background label is a warning. Case ids must be unique, and for nnU-Net folders dataset.json "
+    "A case the layout cannot complete (missing modality or frame, mask without image, ...) is reported "
+    "and left out; the other cases are still checked. Per case, one file at a time (header first, then "
+    "pixels), with the rules loading applies: files must exist (a broken symbolic link counts as missing) "
+    "and read completely; one channel per file; all channels and the label must share one grid (shape, and "
+    "spacing/origin within a thousandth of a voxel, direction within 1e-4); images must be finite and not "
+    "empty or constant; labels must be whole numbers within the dataset's label set (offending values are "
+    "listed with voxel counts); an all-background label is a warning. ACDC cine (4D) files must read and "
+    "match Info.cfg and the frames' grid. Case ids must be unique, and for nnU-Net folders dataset.json "
     "must agree with the files (numTraining, file_ending).",
     "Prints one line per problem, errors first, then warnings ('error [KIND] FILE: what is wrong — what "
     "to do'), and a summary line. Exit status: 0 when there are no errors (warnings are allowed), 1 "

@@ -111,3 +111,18 @@ def test_help_explains_what_is_checked(capsys):
     for phrase in ("spacing/origin within a thousandth of a voxel", "NaN or Inf", "label-values", "dataset.json",
                    "Exit status: 0 when there are no errors", "--max-problems N"):
         assert phrase in text, phrase
+
+
+def test_discovery_problems_do_not_stop_the_check(tmp_path, capsys):
+    root = make_bhsd(tmp_path)
+    geometry = Geometry((0.45, 0.45, 5.0), (-100.0, -120.0, 40.0))
+    write_volume(root / "ground truths" / "ID_404.nii.gz", Volume(_label(), geometry))  # mask without image
+    (root / "ground truths" / "ID_002.nii.gz").unlink()
+    (root / "ground truths" / "ID_002.nii.gz").symlink_to(tmp_path / "moved.nii.gz")  # dangling
+    write_volume(root / "images" / "ID_003.nii.gz", Volume(np.stack([_image(3), _image(4)]), geometry))
+    code, lines, err = run_check(capsys, "bhsd", str(root))
+    assert code == 1 and "Traceback" not in err
+    assert [line.split(" ")[1] for line in lines[:-1]] == ["[discovery]", "[missing-file]", "[channel-count]"]
+    assert lines[0].startswith(f"error [discovery] {root / 'ground truths' / 'ID_404.nii.gz'}: mask without an image")
+    assert "broken symbolic link" in lines[1] and "found 2 channels" in lines[2]
+    assert lines[-1] == "3 cases checked, 3 errors, 0 warnings"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -199,7 +198,7 @@ def test_bhsd_layouts(tmp_path, label_dir, pool):
 def test_bhsd_errors(tmp_path):
     make_bhsd(tmp_path)
     write(tmp_path / "ground truths" / "ID_404.nii.gz", label_map())
-    with pytest.raises(FileNotFoundError, match="masks without an image .*ID_404"):
+    with pytest.raises(FileNotFoundError, match="ID_404.nii.gz: mask without an image"):
         discover_cases("bhsd", tmp_path)
     (tmp_path / "ground truths" / "ID_404.nii.gz").unlink()
     (tmp_path / "labels").mkdir()
@@ -478,6 +477,68 @@ def test_nnunet_errors(tmp_path):
         discover_cases("nnunet", tmp_path)
 
 
+# ------------------------------------------------- discovery rules shared by all adapters
+def test_uppercase_suffixes_are_found(tmp_path):
+    make_patient(tmp_path / "training" / "patient001", "patient001")
+    make_brats_case(tmp_path / "brats", "BraTS-GLI-00000-000", "2023", brats_seg(3))
+    renamed = [tmp_path / "training" / "patient001" / "patient001_frame03_gt.nii.gz",
+               tmp_path / "brats" / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t2f.nii.gz"]
+    for path in renamed:
+        path.rename(path.with_name(path.name.replace(".nii.gz", ".NII.GZ")))
+    acdc = {r.case_id: r for r in discover_cases("acdc", tmp_path)}
+    assert acdc["patient001_frame03"].label_file.name == "patient001_frame03_gt.NII.GZ"
+    brats = discover_cases("brats", tmp_path / "brats")[0]
+    assert brats.image_files[3].name == "BraTS-GLI-00000-000-t2f.NII.GZ"
+    assert float(brats.load().image[3].mean()) == 4.0
+
+
+def test_broken_symlinks_are_listed_and_fail_on_load(tmp_path):
+    make_bhsd(tmp_path / "bhsd")
+    make_nnunet(tmp_path / "nn")
+    make_lucchi(tmp_path / "em")
+    make_mitoem(tmp_path / "mito")
+    shutil.rmtree(tmp_path / "mito" / "val" / "mito")
+    links = [tmp_path / "bhsd" / "ground truths" / "ID_003.nii.gz", tmp_path / "nn" / "labelsTr" / "case_b.nii.gz",
+             tmp_path / "em" / "extra_groundtruth.tif", tmp_path / "mito" / "val" / "mito"]
+    for link in links:
+        link.unlink(missing_ok=True)
+        link.symlink_to(tmp_path / "gone")
+    datasets, case_ids = ("bhsd", "nnunet", "em", "em"), ("ID_003", "case_b", "extra", "val")
+    for dataset, case_id, link in zip(datasets, case_ids, links, strict=True):
+        record = {r.case_id: r for r in discover_cases(dataset, tmp_path / link.relative_to(tmp_path).parts[0])}[
+            case_id]
+        assert record.label_file == link  # not silently unlabeled
+        with pytest.raises(FileNotFoundError, match=f"{link.name}: is a broken symbolic link to .*gone"):
+            record.load()
+
+
+def test_non_strict_discovery_skips_bad_cases_and_keeps_duplicates(tmp_path):
+    make_lucchi(tmp_path)
+    write(tmp_path / "orphan_groundtruth.tif", em_mask(), EM_GEOM)
+    write(tmp_path / "extra" / "im", ramp(np.uint8), EM_GEOM, folder_format="png-slices")  # id 'extra' twice
+    with pytest.raises(FileNotFoundError, match="orphan_groundtruth.tif has no image orphan.tif"):
+        get_adapter("em").discover(tmp_path)
+    problems = []
+    records = get_adapter("em").discover(tmp_path, problems=problems)
+    assert [r.case_id for r in records] == ["extra", "extra", "testing", "training"]
+    assert [(p.file, p.case_id) for p in problems] == [(tmp_path / "orphan_groundtruth.tif", "orphan")]
+    (tmp_path / "orphan_groundtruth.tif").unlink()
+    with pytest.raises(ValueError, match="case id 'extra' is used by both"):
+        get_adapter("em").discover(tmp_path)
+
+
+def test_acdc_patient_in_training_and_testing_fails_strict_discovery(acdc_root):
+    shutil.copytree(acdc_root / "training" / "patient001", acdc_root / "testing" / "patient001")
+    with pytest.raises(ValueError, match="case id 'patient001_frame01' is used by both"):
+        discover_cases("acdc", acdc_root)
+
+
+def test_em_identity_geometry_stored_in_the_file_is_kept(tmp_path):
+    write(tmp_path / "stack.tif", ramp(np.uint8), Geometry())  # stored, though it is the identity grid
+    case = discover_cases("em", tmp_path)[0].load()
+    assert case.meta["geometry_source"] == "file" and case.geometry == Geometry()
+
+
 # ------------------------------------------------------------------- phantoms
 PHANTOM_SETS = [
     ("acdc", "acdc", "acdc"),
@@ -490,8 +551,6 @@ PHANTOM_SETS = [
 
 @pytest.mark.parametrize("phantom,adapter_name,module", PHANTOM_SETS)
 def test_adapters_discover_phantom_sets(phantom_factory, phantom, adapter_name, module):
-    if importlib.util.find_spec(f"medsam_kit.data.phantoms.{module}") is None:
-        pytest.skip(f"phantom generator medsam_kit.data.phantoms.{module} not written yet")
     root = phantom_factory(phantom, cases=1)
     adapter = get_adapter(adapter_name)
     spec = adapter.spec(root)

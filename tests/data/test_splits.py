@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -214,8 +213,6 @@ def test_select_records():
 
 
 def test_split_of_acdc_phantom(phantom_factory):
-    if importlib.util.find_spec("medsam_kit.data.phantoms.acdc") is None:
-        pytest.skip("ACDC phantom generator not written yet")
     records = get_adapter("acdc").discover(phantom_factory("acdc", cases=4))
     split = make_split(records, "acdc", seed=0, labeled_budget=1)
     assert_partition(split, records)

@@ -7,6 +7,8 @@ One adapter per raw layout (DESIGN.md §4), chosen by name::
     records = adapter.discover(root)          # cheap: file paths + Info.cfg facts, no pixels
     case = records[0].load()                  # Case: image (C, Z, Y, X), label (Z, Y, X) uint8
     spec = adapter.spec(root)                 # channels, label names, regions
+    problems = []
+    records = adapter.discover(root, problems)  # non-strict (checks): bad cases listed and skipped
 
 ========  =========================================================  ==========================
 name      raw layout                                                 spec

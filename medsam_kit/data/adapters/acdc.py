@@ -21,11 +21,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from medsam_kit.data.adapters._loading import build_case, find_volume, read_label, visible
-from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter
+from medsam_kit.data.adapters._loading import (
+    build_case,
+    check_same_grid,
+    find_volume,
+    missing_reason,
+    read_label,
+    stored_geometry,
+    visible,
+)
+from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter, DiscoveryProblem, check_unique_ids, report
 from medsam_kit.data.case import Case
 from medsam_kit.data.datasets import ACDC, DatasetSpec
-from medsam_kit.io import read_volume
+from medsam_kit.io import Geometry, read_image_header, read_volume
 
 _PATIENT = re.compile(r"^patient\d+$", re.IGNORECASE)
 _SUBSETS = ("training", "testing")
@@ -47,8 +55,8 @@ def parse_info_cfg(path: Path) -> dict:
         ValueError: ED/ES missing, or a value of the wrong type (names the file and the line).
     """
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; every ACDC patient folder needs its Info.cfg "
-                                f"(ED/ES frames)")
+        reason = missing_reason(path) if not path.exists() else "not a file"
+        raise FileNotFoundError(f"{path}: {reason}; every ACDC patient folder needs its Info.cfg (ED/ES frames)")
     result: dict = {"info": {}}
     for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         key, sep, value = line.partition(":")
@@ -83,22 +91,30 @@ class AcdcAdapter(DatasetAdapter):
     def spec(self, root: Path) -> DatasetSpec:
         return ACDC
 
-    def discover(self, root: Path) -> list[CaseRecord]:
+    def discover(self, root: Path, problems: list[DiscoveryProblem] | None = None) -> list[CaseRecord]:
         """ED and ES frame records of every patient under ``root``, sorted by case id.
 
+        Args:
+            root: the ACDC folder.
+            problems: None for strict discovery; a list collects bad patients / frames, which are
+                skipped (see :class:`~medsam_kit.data.adapters.base.DatasetAdapter`).
+
         Raises:
-            FileNotFoundError: ``root`` holds no patient folders, or a patient lacks Info.cfg or
-                an ED/ES frame file.
+            FileNotFoundError: ``root`` holds no patient folders, or (strict) a patient lacks
+                Info.cfg or an ED/ES frame file.
+            ValueError: (strict) a bad Info.cfg, or a patient in both training/ and testing/.
         """
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: no such folder (expected ACDC training/ and testing/ folders)")
-        records = []
-        for subset, folder in self._patient_folders(root):
-            records.extend(self._patient_records(folder, subset))
-        if not records:
+        folders = self._patient_folders(root)
+        if not folders:
             raise FileNotFoundError(f"{root}: no ACDC patient folders found (expected training/patientNNN/ "
                                     f"and testing/patientNNN/, or patientNNN/ folders directly)")
+        records = []
+        for subset, folder in folders:
+            records.extend(self._patient_records(folder, subset, problems))
+        check_unique_ids(records, problems)
         return sorted(records, key=lambda r: r.case_id)
 
     def cine_frames(self, record: CaseRecord, include_labeled: bool = False) -> list[Case]:
@@ -116,6 +132,7 @@ class AcdcAdapter(DatasetAdapter):
 
         Raises:
             FileNotFoundError: the patient has no ``_4d`` file.
+            ValueError: the 4D file is not on the grid of the ED/ES frame files.
         """
         cine = record.meta.get("cine_file")
         if cine is None:
@@ -123,6 +140,9 @@ class AcdcAdapter(DatasetAdapter):
                                     f"{Path(record.image_files[0]).parent}; cine frames need the 4D file")
         volume = read_volume(cine)
         frames = volume.array if volume.array.ndim == 4 else volume.array[None]
+        frame_header = read_image_header(record.image_files[0])
+        if frame_header is not None:
+            check_cine(record, volume.array.shape, stored_geometry(volume), *frame_header)
         patient, ed, es = record.meta["patient"], record.meta["ed_frame"], record.meta["es_frame"]
         cases = []
         for index, frame in enumerate(frames, start=1):
@@ -152,9 +172,14 @@ class AcdcAdapter(DatasetAdapter):
             found = [(subset, p) for p in patients(root)]
         return found
 
-    def _patient_records(self, folder: Path, subset: str) -> list[CaseRecord]:
+    def _patient_records(self, folder: Path, subset: str,
+                         problems: list[DiscoveryProblem] | None) -> list[CaseRecord]:
         patient = folder.name
-        info = parse_info_cfg(folder / "Info.cfg")
+        try:
+            info = parse_info_cfg(folder / "Info.cfg")
+        except (OSError, ValueError) as exc:
+            report(problems, exc, folder / "Info.cfg", patient)
+            return []
         cine = find_volume(folder, f"{patient}_4d")
         base_meta = {"patient": patient, "group": info.get("group"), "height": info.get("height"),
                      "weight": info.get("weight"), "nb_frames": info.get("nb_frames"),
@@ -167,8 +192,10 @@ class AcdcAdapter(DatasetAdapter):
             image = find_volume(folder, stem)
             if image is None:
                 present = sorted(p.name for p in folder.iterdir() if "_frame" in p.name)
-                raise FileNotFoundError(f"{folder}: Info.cfg gives {phase} = frame {frame} but {stem}.nii.gz "
-                                        f"is missing (frame files present: {', '.join(present) or 'none'})")
+                report(problems, FileNotFoundError(
+                    f"{folder}: Info.cfg gives {phase} = frame {frame} but {stem}.nii.gz is missing (frame "
+                    f"files present: {', '.join(present) or 'none'})"), folder / f"{stem}.nii.gz", stem)
+                continue
             label = find_volume(folder, f"{stem}_gt")
             records.append(CaseRecord(case_id=stem, image_files=(image,), label_file=label, subset=subset,
                                       loader=_load_frame,
@@ -180,3 +207,29 @@ class AcdcAdapter(DatasetAdapter):
 def _load_frame(record: CaseRecord) -> Case:
     return build_case(record, ACDC)
 
+
+def check_cine(record: CaseRecord, cine_shape: tuple, cine_geometry: Geometry | None,
+               frame_shape: tuple, frame_geometry: Geometry | None) -> None:
+    """Raise ``ValueError`` unless a patient's 4D cine file agrees with its Info.cfg and frame files.
+
+    The cine ``(T, Z, Y, X)`` must hold ``NbFrame`` frames (when Info.cfg gives it), including the ED
+    and ES frames, on the ``(Z, Y, X)`` grid of the frame files. A 3D cine is one frame (ITK drops
+    a trailing unit time axis). Used by :meth:`AcdcAdapter.cine_frames` and by ``medsam-kit check``.
+
+    Args:
+        record: an ACDC record (``meta['cine_file']``, ``nb_frames``, ``ed_frame``, ``es_frame``).
+        cine_shape, cine_geometry: of the cine file (geometry None when not stored).
+        frame_shape, frame_geometry: of the record's frame file.
+    """
+    cine, meta = Path(record.meta["cine_file"]), record.meta
+    if len(cine_shape) not in (3, 4):
+        raise ValueError(f"{cine}: expected a 4D cine (T, Z, Y, X), found shape {tuple(cine_shape)}")
+    frames = 1 if len(cine_shape) == 3 else cine_shape[0]
+    if meta.get("nb_frames") is not None and frames != meta["nb_frames"]:
+        raise ValueError(f"{cine}: holds {frames} frame(s) but Info.cfg gives NbFrame: {meta['nb_frames']}; "
+                         f"fix NbFrame or replace the cine file")
+    if max(meta["ed_frame"], meta["es_frame"]) > frames:
+        raise ValueError(f"{cine}: holds {frames} frame(s) but Info.cfg gives ED: {meta['ed_frame']}, "
+                         f"ES: {meta['es_frame']}")
+    check_same_grid(record.case_id, cine, tuple(cine_shape)[-3:], cine_geometry, Path(record.image_files[0]),
+                    tuple(frame_shape)[-3:], frame_geometry)

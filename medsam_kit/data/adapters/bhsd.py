@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medsam_kit.data.adapters._loading import build_case, read_label, volume_files
-from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter
+from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter, DiscoveryProblem, check_unique_ids, report
 from medsam_kit.data.case import Case
 from medsam_kit.data.datasets import BHSD, DatasetSpec
 
@@ -31,12 +31,18 @@ class BhsdAdapter(DatasetAdapter):
     def spec(self, root: Path) -> DatasetSpec:
         return BHSD
 
-    def discover(self, root: Path) -> list[CaseRecord]:
+    def discover(self, root: Path, problems: list[DiscoveryProblem] | None = None) -> list[CaseRecord]:
         """Labeled, unlabeled-in-images and pool records under ``root``, sorted by case id.
 
+        Args:
+            root: the BHSD folder.
+            problems: None for strict discovery; a list collects bad cases, which are skipped
+                (see :class:`~medsam_kit.data.adapters.base.DatasetAdapter`).
+
         Raises:
-            FileNotFoundError: no ``images/`` and no pool folder, or a mask without its image.
-            ValueError: both ``ground truths/`` and ``labels/`` exist, or one ID appears twice.
+            FileNotFoundError: no ``images/`` and no pool folder, or (strict) a mask without its image.
+            ValueError: (strict) both ``ground truths/`` and ``labels/`` exist (non-strict: the
+                first is used), or one ID appears twice.
         """
         root = Path(root)
         if not root.is_dir():
@@ -44,29 +50,26 @@ class BhsdAdapter(DatasetAdapter):
         images_dir = root / "images"
         label_dirs = [root / name for name in _LABEL_FOLDERS if (root / name).is_dir()]
         if len(label_dirs) > 1:
-            raise ValueError(f"{root}: both 'ground truths/' and 'labels/' exist; keep one mask folder")
+            report(problems, ValueError(f"{root}: both 'ground truths/' and 'labels/' exist; keep one mask "
+                                        f"folder (checked: {label_dirs[0].name}/)"), label_dirs[1])
         pools = [root / name for name in _POOL_FOLDERS if (root / name).is_dir()]
         if not images_dir.is_dir() and not pools:
             raise FileNotFoundError(f"{root}: no images/ folder and no unlabeled/ pool; expected the BHSD "
                                     f"layout images/ID.nii.gz + 'ground truths'/ID.nii.gz")
-        images = volume_files(images_dir) if images_dir.is_dir() else {}
-        masks = volume_files(label_dirs[0]) if label_dirs else {}
-        orphans = sorted(set(masks) - set(images))
-        if orphans:
-            raise FileNotFoundError(f"{label_dirs[0]}: masks without an image in {images_dir}: "
-                                    f"{', '.join(orphans[:5])}{' ...' if len(orphans) > 5 else ''}")
+        images = volume_files(images_dir, problems=problems) if images_dir.is_dir() else {}
+        masks = volume_files(label_dirs[0], problems=problems) if label_dirs else {}
+        for case_id in sorted(set(masks) - set(images)):
+            mask = masks[case_id]
+            report(problems, FileNotFoundError(f"{mask}: mask without an image (expected {images_dir / mask.name}); "
+                                               f"add the image or remove the mask"), mask, case_id)
         records = [CaseRecord(case_id, (path,), masks.get(case_id), "images", _load, {"pool": False}, read_label)
                    for case_id, path in images.items()]
-        seen = {case_id: images_dir for case_id in images}
         for pool in pools:
-            for case_id, path in volume_files(pool).items():
-                if case_id in seen:
-                    raise ValueError(f"BHSD case id {case_id!r} is in both {seen[case_id]} and {pool}; "
-                                     f"case ids must be unique")
-                seen[case_id] = pool
+            for case_id, path in volume_files(pool, problems=problems).items():
                 records.append(CaseRecord(case_id, (path,), None, "unlabeled", _load, {"pool": True}))
-        if not records:
+        if not records and not problems:
             raise FileNotFoundError(f"{root}: no .nii.gz volumes in images/ or the unlabeled pool")
+        check_unique_ids(records, problems)
         return sorted(records, key=lambda r: r.case_id)
 
 

@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from medsam_kit.data.adapters._loading import NIFTI_SUFFIXES, build_case, find_volume, read_label, visible
-from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter
+from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter, DiscoveryProblem, report
 from medsam_kit.data.datasets import BRATS, BRATS2021, DatasetSpec
 
 # naming -> (separator between case id and modality, spec)
@@ -35,21 +35,26 @@ def _present(folder: Path, naming: str) -> list[str]:
     return [m for m in names if find_volume(folder, f"{folder.name}{sep}{m}") is not None]
 
 
-def _case_folders(root: Path) -> list[tuple[Path, str]]:
-    """``(folder, naming)`` for every sub-folder holding BraTS files of one naming."""
+def _case_folders(root: Path, problems: list[DiscoveryProblem] | None = None) -> list[tuple[Path, str]]:
+    """``(folder, naming)`` for every sub-folder holding BraTS files of one naming.
+
+    A folder with files of both namings raises ``ValueError``, or with a ``problems`` list is
+    recorded there and left out.
+    """
     found = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and visible(p)):
         matches = [naming for naming in NAMINGS if _present(folder, naming)]
         if len(matches) > 1:
-            raise ValueError(f"{folder}: holds files of both BraTS namings (2023 '-t1n' and 2021 '_t1'); "
-                             f"keep one naming per case")
+            report(problems, ValueError(f"{folder}: holds files of both BraTS namings (2023 '-t1n' and 2021 "
+                                        f"'_t1'); keep one naming per case"), folder, folder.name)
+            continue
         if matches:
             found.append((folder, matches[0]))
     return found
 
 
-def detect_naming(root: Path) -> str:
-    """'2023' or '2021', from the file names under ``root``.
+def detect_naming(root: Path, problems: list[DiscoveryProblem] | None = None) -> str:
+    """'2023' or '2021', from the file names under ``root`` (``problems``: see :func:`_case_folders`).
 
     Raises:
         FileNotFoundError: no case folder with BraTS files.
@@ -58,7 +63,7 @@ def detect_naming(root: Path) -> str:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder (expected BraTS case folders)")
-    namings = {naming for _, naming in _case_folders(root)}
+    namings = {naming for _, naming in _case_folders(root, problems)}
     if not namings:
         raise FileNotFoundError(f"{root}: no BraTS case folders found (expected <CASE>/<CASE>-t1n.nii.gz ... "
                                 f"or <CASE>/<CASE>_t1.nii.gz ...)")
@@ -74,33 +79,43 @@ class BratsAdapter(DatasetAdapter):
     name = "brats"
 
     def spec(self, root: Path) -> DatasetSpec:
-        """:data:`BRATS` (2023+ naming, ET = 3) or :data:`BRATS2021` (ET = 4), detected from file names."""
-        return NAMINGS[detect_naming(root)][1]
+        """:data:`BRATS` (2023+ naming, ET = 3) or :data:`BRATS2021` (ET = 4), detected from file names.
 
-    def discover(self, root: Path) -> list[CaseRecord]:
+        A case folder holding both namings does not hide the root's naming (discovery reports it).
+        """
+        return NAMINGS[detect_naming(root, problems=[])][1]
+
+    def discover(self, root: Path, problems: list[DiscoveryProblem] | None = None) -> list[CaseRecord]:
         """One record per case folder, sorted by case id.
 
+        Args:
+            root: the BraTS folder.
+            problems: None for strict discovery; a list collects bad cases, which are skipped
+                (see :class:`~medsam_kit.data.adapters.base.DatasetAdapter`).
+
         Raises:
-            FileNotFoundError: no case folders, or a case lacks a modality (names case and modality).
+            FileNotFoundError: no case folders, or (strict) a case lacks a modality (names case and
+                modality).
             ValueError: the root mixes both namings.
         """
         root = Path(root)
-        naming = detect_naming(root)
+        scratch: list[DiscoveryProblem] | None = None if problems is None else []
+        naming = detect_naming(root, scratch)  # the loop below reports mixed-naming folders itself
         sep, spec = NAMINGS[naming]
         loader = functools.partial(build_case, spec=spec)
         records = []
-        for folder, _ in _case_folders(root):
+        for folder, _ in _case_folders(root, problems):
             case_id = folder.name
-            images = []
-            for modality in spec.channel_names:
-                path = find_volume(folder, f"{case_id}{sep}{modality}")
-                if path is None:
-                    present = [m for m in _present(folder, naming) if m != "seg"]
-                    raise FileNotFoundError(
-                        f"BraTS case {case_id}: missing modality {modality} (expected {folder}/{case_id}{sep}"
-                        f"{modality}{NIFTI_SUFFIXES[0]}); found {', '.join(present) or 'none'}; every case "
-                        f"needs {', '.join(spec.channel_names)}")
-                images.append(path)
+            missing = [m for m in spec.channel_names if find_volume(folder, f"{case_id}{sep}{m}") is None]
+            if missing:
+                present = [m for m in _present(folder, naming) if m != "seg"]
+                expected = folder / f"{case_id}{sep}{missing[0]}{NIFTI_SUFFIXES[0]}"
+                report(problems, FileNotFoundError(
+                    f"BraTS case {case_id}: missing modality {', '.join(missing)} (expected {expected}); found "
+                    f"{', '.join(present) or 'none'}; every case needs {', '.join(spec.channel_names)}"),
+                    expected, case_id)
+                continue
+            images = [find_volume(folder, f"{case_id}{sep}{m}") for m in spec.channel_names]
             label = find_volume(folder, f"{case_id}{sep}seg")
             meta = _case_meta(case_id, naming)
             records.append(CaseRecord(case_id, tuple(images), label, root.name, loader, meta, read_label))

@@ -26,13 +26,18 @@ from __future__ import annotations
 
 import functools
 import re
-from collections import Counter
 from pathlib import Path
 
-import h5py
-
-from medsam_kit.data.adapters._loading import check_same_grid, read_scalar, to_label, visible
-from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter
+from medsam_kit.data.adapters._loading import (
+    check_same_grid,
+    geometry_stored,
+    listed_file,
+    read_scalar,
+    stored_geometry,
+    to_label,
+    visible,
+)
+from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter, DiscoveryProblem, check_unique_ids, report
 from medsam_kit.data.case import Case
 from medsam_kit.data.datasets import EM, DatasetSpec
 from medsam_kit.io import Geometry
@@ -62,12 +67,6 @@ def _strip(name: str, suffixes: tuple[str, ...]) -> str | None:
     return next((name[: -len(s)] for s in suffixes if lower.endswith(s)), None)
 
 
-def _h5_key(path: Path) -> str | None:
-    """'main' (MitoEM/CREMI convention) when present, else None: the file's only dataset."""
-    with h5py.File(path, "r") as f:
-        return "main" if "main" in f else None
-
-
 class EmAdapter(DatasetAdapter):
     """Reads EM stacks in the Lucchi, MitoEM-slice and HDF5 forms (several domains per root allowed).
 
@@ -84,12 +83,18 @@ class EmAdapter(DatasetAdapter):
     def spec(self, root: Path) -> DatasetSpec:
         return EM
 
-    def discover(self, root: Path) -> list[CaseRecord]:
+    def discover(self, root: Path, problems: list[DiscoveryProblem] | None = None) -> list[CaseRecord]:
         """Cases of ``root`` and of its sub-folder roots, sorted by case id.
 
+        Args:
+            root: the EM folder.
+            problems: None for strict discovery; a list collects bad cases, which are skipped
+                (see :class:`~medsam_kit.data.adapters.base.DatasetAdapter`).
+
         Raises:
-            FileNotFoundError: nothing EM-like under ``root``, or a ground truth without its image.
-            ValueError: two cases get the same id.
+            FileNotFoundError: nothing EM-like under ``root``, or (strict) a ground truth without
+                its image.
+            ValueError: (strict) two cases get the same id.
         """
         root = Path(root)
         if not root.is_dir():
@@ -98,37 +103,35 @@ class EmAdapter(DatasetAdapter):
         if (root / "im").is_dir():  # the root is itself one MitoEM case folder
             records = [self._slice_record(root, prefix="", domain=root.parent.name)]
         else:
-            records = self._discover_flat(root, domain=root.name, prefix="")
+            records = self._discover_flat(root, domain=root.name, prefix="", problems=problems)
             subs = sorted(p for p in root.iterdir() if p.is_dir() and visible(p) and not (p / "im").is_dir())
             for sub in subs:
-                records += self._discover_flat(sub, domain=sub.name, prefix=f"{sub.name}/")
-        if not records:
+                records += self._discover_flat(sub, domain=sub.name, prefix=f"{sub.name}/", problems=problems)
+        if not records and not problems:
             raise FileNotFoundError(f"{root}: no EM cases found; expected X.tif (+ X_groundtruth.tif), "
                                     f"<case>/im/ slice folders (+ <case>/mito/) or <case>_im.h5 "
                                     f"(+ <case>_mito.h5), directly or one folder level down")
-        duplicates = sorted(i for i, n in Counter(r.case_id for r in records).items() if n > 1)
-        if duplicates:
-            raise ValueError(f"{root}: several EM cases share the id(s) {', '.join(duplicates)} (e.g. a .tif "
-                             f"stack and a slice folder of one name); rename one of them")
+        check_unique_ids(records, problems)  # e.g. a .tif stack and a slice folder of one name
         return sorted(records, key=lambda r: r.case_id)
 
     # ----------------------------------------------------------------- helpers
-    def _discover_flat(self, folder: Path, domain: str, prefix: str) -> list[CaseRecord]:
-        files = [p for p in sorted(folder.iterdir()) if p.is_file() and visible(p)]
+    def _discover_flat(self, folder: Path, domain: str, prefix: str,
+                       problems: list[DiscoveryProblem] | None) -> list[CaseRecord]:
+        files = [p for p in sorted(folder.iterdir()) if listed_file(p)]
         records = []
         # (a) TIFF stacks
         stacks = {stem: p for p in files if (stem := _strip(p.name, _TIFF)) is not None}
         is_truth = {stem: stem.lower().endswith(_GT_SUFFIX) for stem in stacks}
         truths = {stem[: -len(_GT_SUFFIX)]: p for stem, p in stacks.items() if is_truth[stem]}
         images = {stem: p for stem, p in stacks.items() if not is_truth[stem]}
-        self._no_orphans(truths, images, folder, "ground truth", ".tif")
+        self._no_orphans(truths, images, prefix, "ground truth", ".tif", problems)
         for stem, path in images.items():
             records.append(self._record(prefix, stem, path, truths.get(stem), "tiff-stack", domain))
         # (c) HDF5 pairs
         h5 = {stem: p for p in files if (stem := _strip(p.name, _HDF5)) is not None}
         h5_images = {s[: -len("_im")]: p for s, p in h5.items() if s.endswith("_im")}
         h5_labels = {s[: -len("_mito")]: p for s, p in h5.items() if s.endswith("_mito")}
-        self._no_orphans(h5_labels, h5_images, folder, "_mito label", "_im.h5")
+        self._no_orphans(h5_labels, h5_images, prefix, "_mito label", "_im.h5", problems)
         for stem, path in h5_images.items():
             records.append(self._record(prefix, stem, path, h5_labels.get(stem), "hdf5", domain))
         # (b) slice folders
@@ -137,16 +140,19 @@ class EmAdapter(DatasetAdapter):
         return records
 
     def _slice_record(self, case: Path, prefix: str, domain: str) -> CaseRecord:
-        label = next((case / d for d in _LABEL_DIRS if (case / d).is_dir()), None)
+        # A broken link to the label folder is kept: loading then fails on it instead of the case
+        # silently losing its label.
+        label = next((case / d for d in _LABEL_DIRS if (case / d).is_dir() or (case / d).is_symlink()), None)
         return self._record(prefix, case.name, case / "im", label, "slices", domain)
 
     @staticmethod
-    def _no_orphans(labels: dict[str, Path], images: dict[str, Path], folder: Path, what: str,
-                    expected: str) -> None:
-        orphans = sorted(set(labels) - set(images))
-        if orphans:
-            raise FileNotFoundError(f"{folder}: {what} {labels[orphans[0]].name} has no image "
-                                    f"{orphans[0]}{expected}; add the image or remove the label")
+    def _no_orphans(labels: dict[str, Path], images: dict[str, Path], prefix: str, what: str,
+                    expected: str, problems: list[DiscoveryProblem] | None) -> None:
+        for stem in sorted(set(labels) - set(images)):
+            label = labels[stem]
+            report(problems, FileNotFoundError(f"{label.parent}: {what} {label.name} has no image "
+                                               f"{stem}{expected}; add the image or remove the label"),
+                   label, f"{prefix}{stem}")
 
     def _record(self, prefix: str, stem: str, image: Path, label: Path | None, form: str,
                 domain: str) -> CaseRecord:
@@ -154,27 +160,26 @@ class EmAdapter(DatasetAdapter):
         default = self.default_spacing_nm or source_default
         loader = functools.partial(_load, default_spacing_nm=tuple(default))
         return CaseRecord(f"{prefix}{stem}", (image,), label, stem, loader,
-                          {"form": form, "domain": domain, "stack": stem, "role": em_role(stem)})
+                          {"form": form, "domain": domain, "stack": stem, "role": em_role(stem)},
+                          binarize_label=True)
 
 
 def _load(record: CaseRecord, default_spacing_nm: tuple[float, float, float]) -> Case:
     """Image ``(1, Z, Y, X)`` in the file's dtype, label ``(Z, Y, X)`` uint8 {0, 1}."""
-    hdf5 = record.meta["form"] == "hdf5"
     image_file = record.image_files[0]
-    image, geometry = read_scalar(image_file, _h5_key(image_file) if hdf5 else None)
-    # A file without stored geometry reads as the default grid (1 mm, origin 0): not an EM grid.
-    stored = geometry != Geometry()
+    image = read_scalar(image_file)
+    geometry, stored = image.geometry, geometry_stored(image)
     label = None
     if record.label_file is not None:
-        array, label_geometry = read_scalar(record.label_file, _h5_key(record.label_file) if hdf5 else None)
-        check_same_grid(record.case_id, record.label_file, array.shape,
-                        label_geometry if label_geometry != Geometry() else None,
-                        image_file, image.shape, geometry if stored else None)
-        label = to_label(array, record.label_file, binarize=True)
+        volume = read_scalar(record.label_file)
+        check_same_grid(record.case_id, record.label_file, volume.spatial_shape, stored_geometry(volume),
+                        image_file, image.spatial_shape, stored_geometry(image))
+        label = to_label(volume.array, record.label_file, binarize=record.binarize_label)
     if not stored:
+        # The reader's identity grid (1 mm) is no EM grid: use the source's voxel size.
         z, y, x = default_spacing_nm
         geometry = Geometry(spacing=(x * _NM_TO_MM, y * _NM_TO_MM, z * _NM_TO_MM))
     meta = {"dataset": EM.name, "subset": record.subset, "image_files": [str(image_file)],
             "label_file": str(record.label_file) if record.label_file is not None else None,
             "geometry_source": "file" if stored else "default", **record.meta}
-    return Case(record.case_id, image[None], geometry, EM.channel_names, label, dict(EM.label_names), meta)
+    return Case(record.case_id, image.array[None], geometry, EM.channel_names, label, dict(EM.label_names), meta)

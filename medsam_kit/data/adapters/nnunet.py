@@ -22,8 +22,8 @@ import json
 import re
 from pathlib import Path
 
-from medsam_kit.data.adapters._loading import build_case, read_label, visible
-from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter
+from medsam_kit.data.adapters._loading import build_case, listed_file, read_label
+from medsam_kit.data.adapters.base import CaseRecord, DatasetAdapter, DiscoveryProblem, check_unique_ids, report
 from medsam_kit.data.datasets import DatasetSpec
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -116,13 +116,19 @@ class NnUNetAdapter(DatasetAdapter):
     def spec(self, root: Path) -> DatasetSpec:
         return spec_from_dataset_json(root)
 
-    def discover(self, root: Path) -> list[CaseRecord]:
+    def discover(self, root: Path, problems: list[DiscoveryProblem] | None = None) -> list[CaseRecord]:
         """Training cases (labeled, subset 'training') and test cases (unlabeled, 'testing'), sorted by id.
 
+        Args:
+            root: the ``DatasetXXX_Name`` folder.
+            problems: None for strict discovery; a list collects bad cases (and a ``numTraining``
+                that disagrees), which are skipped (see :class:`~medsam_kit.data.adapters.base.DatasetAdapter`).
+
         Raises:
-            FileNotFoundError: dataset.json, imagesTr, a channel file or a label file is missing.
-            ValueError: bad dataset.json, a channel index not in channel_names, numTraining disagrees,
-                or a case id in both imagesTr and imagesTs.
+            FileNotFoundError: dataset.json or imagesTr is missing; (strict) a channel file or a
+                label file is missing.
+            ValueError: bad dataset.json; (strict) a channel index not in channel_names, numTraining
+                disagrees, or a case id in both imagesTr and imagesTs.
         """
         root = Path(root)
         if not root.is_dir():
@@ -135,54 +141,73 @@ class NnUNetAdapter(DatasetAdapter):
         if not (root / "imagesTr").is_dir():
             raise FileNotFoundError(f"{root / 'imagesTr'}: missing; an nnU-Net raw dataset keeps its "
                                     f"training images there")
-        training = _grouped_channels(root / "imagesTr", ending, len(spec.channel_names))
+        training, training_ids = _grouped_channels(root / "imagesTr", ending, len(spec.channel_names), problems)
         records = []
         for case_id, files in training.items():
             label = root / "labelsTr" / f"{case_id}{ending}"
-            if not label.is_file():
-                raise FileNotFoundError(f"{label}: missing label of training case {case_id}; every imagesTr "
-                                        f"case needs labelsTr/{case_id}{ending}")
+            if not listed_file(label):
+                report(problems, FileNotFoundError(f"{label}: missing label of training case {case_id}; every "
+                                                   f"imagesTr case needs labelsTr/{case_id}{ending}"),
+                       label, case_id)
+                continue
             records.append(CaseRecord(case_id, files, label, "training", loader, dict(meta), read_label))
         if (root / "labelsTr").is_dir():
-            orphans = sorted(p.name for p in (root / "labelsTr").iterdir()
-                             if visible(p) and p.name.endswith(ending)
-                             and p.name[: -len(ending)] not in training)
-            if orphans:
-                raise FileNotFoundError(f"{root / 'labelsTr'}: labels without images in imagesTr: "
-                                        f"{', '.join(orphans[:5])}")
+            labels = [p for p in sorted((root / "labelsTr").iterdir()) if listed_file(p) and p.name.endswith(ending)]
+            for path in labels:
+                case_id = path.name[: -len(ending)]
+                if case_id not in training_ids:
+                    report(problems, FileNotFoundError(f"{path}: label without images in imagesTr (expected "
+                                                       f"imagesTr/{case_id}_0000{ending})"), path, case_id)
         expected = data.get("numTraining")
-        if isinstance(expected, int) and expected != len(training):
-            raise ValueError(f"{root / 'dataset.json'}: numTraining is {expected} but imagesTr holds "
-                             f"{len(training)} cases; fix numTraining or the images")
+        if isinstance(expected, int) and expected != len(training_ids):
+            report(problems, ValueError(f"{root / 'dataset.json'}: numTraining is {expected} but imagesTr holds "
+                                        f"{len(training_ids)} cases; fix numTraining or the images"),
+                   root / "dataset.json")
         if (root / "imagesTs").is_dir():
-            testing = _grouped_channels(root / "imagesTs", ending, len(spec.channel_names))
+            testing, _ = _grouped_channels(root / "imagesTs", ending, len(spec.channel_names), problems)
             for case_id, files in testing.items():
-                if case_id in training:
-                    raise ValueError(f"nnU-Net case id {case_id!r} is in both imagesTr and imagesTs; ids "
-                                     f"must be unique")
                 records.append(CaseRecord(case_id, files, None, "testing", loader, dict(meta)))
+        check_unique_ids(records, problems)
         return sorted(records, key=lambda r: r.case_id)
 
 
-def _grouped_channels(folder: Path, ending: str, num_channels: int) -> dict[str, tuple[Path, ...]]:
-    """``{case: (channel 0 file, channel 1 file, ...)}`` from ``CASE_XXXX<ending>`` files (all required)."""
+def _grouped_channels(folder: Path, ending: str, num_channels: int, problems: list[DiscoveryProblem] | None
+                      ) -> tuple[dict[str, tuple[Path, ...]], set[str]]:
+    """Channel files of ``CASE_XXXX<ending>`` names, grouped per case.
+
+    Returns:
+        ``{case: (channel 0 file, channel 1 file, ...)}`` of the complete cases, and the ids of
+        all cases named in the folder (complete or not; nnU-Net's case count).
+
+    Raises:
+        ValueError / FileNotFoundError: a name without channel suffix, a channel index beyond
+            ``num_channels`` or a missing channel file; with a ``problems`` list they are recorded
+            there and the case (or file) left out.
+    """
     cases: dict[str, dict[int, Path]] = {}
+    bad: set[str] = set()
     for path in sorted(folder.iterdir()):
-        if not (path.is_file() and visible(path) and path.name.endswith(ending)):
+        if not (listed_file(path) and path.name.endswith(ending)):
             continue
         match = _CHANNEL.match(path.name[: -len(ending)])
         if match is None:
-            raise ValueError(f"{path}: nnU-Net image names end in a 4-digit channel suffix "
-                             f"(CASE_0000{ending})")
-        channel = int(match["channel"])
+            report(problems, ValueError(f"{path}: nnU-Net image names end in a 4-digit channel suffix "
+                                        f"(CASE_0000{ending})"), path)
+            continue
+        case_id, channel = match["case"], int(match["channel"])
+        cases.setdefault(case_id, {})
         if channel >= num_channels:
-            raise ValueError(f"{path}: channel {channel:04d} but dataset.json declares {num_channels} "
-                             f"channel(s)")
-        cases.setdefault(match["case"], {})[channel] = path
+            report(problems, ValueError(f"{path}: channel {channel:04d} but dataset.json declares "
+                                        f"{num_channels} channel(s)"), path, case_id)
+            bad.add(case_id)
+            continue
+        cases[case_id][channel] = path
     grouped = {}
     for case_id, channels in sorted(cases.items()):
         missing = [f"{case_id}_{c:04d}{ending}" for c in range(num_channels) if c not in channels]
         if missing:
-            raise FileNotFoundError(f"{folder}: case {case_id} lacks channel file(s) {', '.join(missing)}")
-        grouped[case_id] = tuple(channels[c] for c in range(num_channels))
-    return grouped
+            report(problems, FileNotFoundError(f"{folder}: case {case_id} lacks channel file(s) "
+                                               f"{', '.join(missing)}"), folder / missing[0], case_id)
+        elif case_id not in bad:
+            grouped[case_id] = tuple(channels[c] for c in range(num_channels))
+    return grouped, set(cases)
