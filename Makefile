@@ -11,7 +11,7 @@ install:
 
 # Main job on built-in synthetic data: ACDC phantoms -> integrity check -> (simulated) predictions -> metrics.
 demo: install
-	$(MEDSAM) phantoms acdc --out $(QS)/acdc --cases 6 --predictions $(QS)/predictions
+	$(MEDSAM) phantoms acdc --out $(QS)/acdc --cases 6 --predictions $(QS)/predictions --overwrite
 	$(MEDSAM) check acdc $(QS)/acdc
 	$(MEDSAM) evaluate --pred $(QS)/predictions --gt $(QS)/acdc --dataset acdc --out $(QS)/evaluation
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from medsam_kit.cli._progress import progress_bar
-from medsam_kit.data.phantoms import GENERATORS, generate_phantoms
+from medsam_kit.data.phantoms import GENERATORS, generate_phantoms, require_empty_or_overwrite
 from medsam_kit.data.phantoms.predictions import simulate_predictions
 
 
@@ -27,14 +27,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also write simulated predictions (each labeled case's ground truth with realistic "
                              "errors: eroded/dilated, shifted, a missed slice, a spurious blob) to DIR as "
                              "<case_id>.nii.gz, for trying `medsam-kit evaluate` before a model is trained")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out (and --predictions) when they already hold files; without it a "
+                             "non-empty folder is refused so two runs never mix")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.predictions is not None:  # refuse before minutes of generation, not after
+        require_empty_or_overwrite(args.predictions, args.overwrite, "predictions")
     with progress_bar(f"phantoms {args.dataset}") as progress:
-        out = generate_phantoms(args.dataset, args.out, cases=args.cases, seed=args.seed, progress=progress)
+        out = generate_phantoms(args.dataset, args.out, cases=args.cases, seed=args.seed, progress=progress,
+                                overwrite=args.overwrite)
     print(f"wrote {args.dataset} phantoms to {out}")
     if args.predictions is not None:
-        written = simulate_predictions(args.dataset, out, args.predictions, seed=args.seed)
+        written = simulate_predictions(args.dataset, out, args.predictions, seed=args.seed,
+                                       overwrite=args.overwrite)
         print(f"wrote {len(written)} simulated predictions to {args.predictions}")
     return 0

@@ -62,7 +62,7 @@ def _json_default(value):
 
 
 def _dumps(data) -> str:
-    return json.dumps(data, indent=2, default=_json_default) + "\n"
+    return json.dumps(data, indent=2, default=_json_default, allow_nan=False) + "\n"  # strict JSON: no NaN
 
 
 def _path_stats(path: Path) -> list:

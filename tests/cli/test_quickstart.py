@@ -52,3 +52,16 @@ def test_phantoms_rejects_bad_arguments(tmp_path, capsys):
     assert "cases" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["phantoms", "nosuchdataset", "--out", str(tmp_path)])
+
+
+def test_phantoms_refuse_to_mix_runs(tmp_path, capsys):
+    """A second run into the same folder must not leave cases of the first behind."""
+    raw, pred = tmp_path / "acdc", tmp_path / "pred"
+    assert main(["phantoms", "acdc", "--out", str(raw), "--cases", "3", "--predictions", str(pred)]) == 0
+    assert main(["phantoms", "acdc", "--out", str(raw), "--cases", "2"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["phantoms", "acdc", "--out", str(raw), "--cases", "2", "--predictions", str(pred),
+                 "--overwrite"]) == 0
+    patients = {r.meta["patient"] for r in discover_cases("acdc", raw)}
+    assert len(patients) == 2
+    assert len(list(pred.iterdir())) == 4  # 2 patients x (ED, ES), none of the earlier run's

@@ -563,3 +563,15 @@ def test_adapters_discover_phantom_sets(phantom_factory, phantom, adapter_name, 
     assert case.label.shape == case.image.shape[1:] and case.label.dtype == np.uint8
     assert set(np.unique(case.label)) <= set(spec.label_values)
     assert np.count_nonzero(case.label) > 0
+
+
+def test_non_finite_image_is_refused_on_load(tmp_path):
+    """A NaN in one modality must stop loading (and so `prepare`), not spread through normalisation."""
+    root = tmp_path / "bhsd"
+    image = np.zeros((4, 8, 8), np.float32)
+    image[1, 2, 3] = np.nan
+    write_volume(root / "images" / "a.nii.gz", Volume(image, Geometry()))
+    write_volume(root / "labels" / "a.nii.gz", Volume(np.zeros((4, 8, 8), np.uint8), Geometry()))
+    (record,) = get_adapter("bhsd").discover(root)
+    with pytest.raises(ValueError, match="1 NaN/Inf voxels"):
+        record.load()

@@ -156,6 +156,16 @@ def read_scalar(path: Path, key: str | None = None) -> Volume:
     return Volume(single_channel(volume.array, path), volume.geometry, volume.meta)
 
 
+def require_finite(array: np.ndarray, path: Path) -> np.ndarray:
+    """Raise ``ValueError`` when an image holds NaN/Inf: one such voxel poisons intensity
+    normalisation (statistics, z-score) and every loss downstream."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise ValueError(f"{path}: image holds {bad} NaN/Inf voxels; replace them (e.g. with the background "
+                         f"value) before use — `medsam-kit check` lists every such file")
+    return array
+
+
 # ---------------------------------------------------------------------------- grids
 def grid_difference(shape: tuple, geometry: Geometry | None, ref_shape: tuple,
                     ref_geometry: Geometry | None) -> tuple[str, str] | None:
@@ -265,7 +275,7 @@ def build_case(record: CaseRecord, spec: DatasetSpec, *, meta: dict | None = Non
         else:
             check_same_grid(record.case_id, file, volume.spatial_shape, stored_geometry(volume),
                             files[0], reference.spatial_shape, stored_geometry(reference))
-        channels.append(volume.array)
+        channels.append(require_finite(volume.array, file))
     dtypes = {c.dtype for c in channels}
     # One dtype keeps the source pixels bit-exact; mixed channels need a common type.
     image = np.stack(channels) if len(dtypes) == 1 else np.stack([c.astype(np.float32) for c in channels])

@@ -33,6 +33,7 @@ from medsam_kit.data.adapters._loading import (
     geometry_stored,
     listed_file,
     read_scalar,
+    require_finite,
     stored_geometry,
     to_label,
     visible,
@@ -168,6 +169,7 @@ def _load(record: CaseRecord, default_spacing_nm: tuple[float, float, float]) ->
     """Image ``(1, Z, Y, X)`` in the file's dtype, label ``(Z, Y, X)`` uint8 {0, 1}."""
     image_file = record.image_files[0]
     image = read_scalar(image_file)
+    require_finite(image.array, image_file)
     geometry, stored = image.geometry, geometry_stored(image)
     label = None
     if record.label_file is not None:

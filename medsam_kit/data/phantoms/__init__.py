@@ -17,6 +17,8 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
+from medsam_kit.io.atomic import atomic_dir
+
 #: dataset name -> (module, fixed options). 'brats2021' is BraTS with the 2021 file naming.
 GENERATORS: dict[str, tuple[str, dict]] = {
     "acdc": ("medsam_kit.data.phantoms.acdc", {}),
@@ -27,8 +29,19 @@ GENERATORS: dict[str, tuple[str, dict]] = {
 }
 
 
+def require_empty_or_overwrite(folder: Path, overwrite: bool, what: str) -> None:
+    """Refuse to mix a new synthetic set into a folder that already holds files (stale cases would
+    silently join the new ones) unless ``overwrite`` replaces the folder as a whole."""
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder}: exists and is not a folder; choose another {what} folder")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise FileExistsError(f"{folder}: folder is not empty; choose a new {what} folder or pass "
+                              f"--overwrite to replace it")
+
+
 def generate_phantoms(dataset: str, out_dir: str | Path, *, cases: int | None = None, seed: int = 0,
-                      progress: Callable[[int, int], None] | None = None, **options) -> Path:
+                      progress: Callable[[int, int], None] | None = None, overwrite: bool = False,
+                      **options) -> Path:
     """Write a synthetic dataset in the raw layout of ``dataset`` under ``out_dir``.
 
     Args:
@@ -37,6 +50,7 @@ def generate_phantoms(dataset: str, out_dir: str | Path, *, cases: int | None = 
         cases: number of cases (patients / volumes / stacks); None for the generator's default.
         seed: deterministic seed; the same seed gives the same files.
         progress: optional ``progress(done, total)`` callback.
+        overwrite: replace a non-empty ``out_dir`` (default: refuse, so runs never mix).
 
     Returns:
         ``out_dir`` as a Path.
@@ -47,7 +61,9 @@ def generate_phantoms(dataset: str, out_dir: str | Path, *, cases: int | None = 
         raise ValueError(f"cases must be at least 1, got {cases}")
     module_name, fixed = GENERATORS[dataset]
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    importlib.import_module(module_name).generate(out_dir, cases=cases, seed=seed, progress=progress,
-                                                  **{**fixed, **options})
+    require_empty_or_overwrite(out_dir, overwrite, "output")
+    # Written beside the target and swapped in whole: an interrupted run leaves no half dataset.
+    with atomic_dir(out_dir) as tmp:
+        importlib.import_module(module_name).generate(tmp, cases=cases, seed=seed, progress=progress,
+                                                      **{**fixed, **options})
     return out_dir

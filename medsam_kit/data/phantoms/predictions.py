@@ -8,6 +8,7 @@ model makes. The outputs keep the ground truth's grid and geometry exactly.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def perturb_label_map(label: np.ndarray, rng: np.random.Generator, severity: flo
 
 
 def simulate_predictions(dataset: str, gt_root: str | Path, out_dir: str | Path, *, seed: int = 0,
-                         severity: float = 1.0, progress: Callable[[int, int], None] | None = None) -> list[Path]:
+                         severity: float = 1.0, progress: Callable[[int, int], None] | None = None,
+                         overwrite: bool = False) -> list[Path]:
     """Write one simulated prediction ``<case_id>.nii.gz`` per labeled case of a raw dataset folder.
 
     Args:
@@ -58,21 +60,27 @@ def simulate_predictions(dataset: str, gt_root: str | Path, out_dir: str | Path,
         gt_root: raw dataset folder (e.g. written by :func:`generate_phantoms`).
         out_dir: destination folder for the predictions.
         seed: random seed; severity: see :func:`perturb_label_map`.
+        overwrite: replace a non-empty ``out_dir`` (default: refuse, so stale predictions never mix in).
 
     Returns:
         The written paths.
     """
     from medsam_kit.data.adapters import get_adapter
+    from medsam_kit.data.phantoms import require_empty_or_overwrite
 
+    out_dir = Path(out_dir)
+    require_empty_or_overwrite(out_dir, overwrite, "predictions")
     records = [r for r in get_adapter(dataset).discover(Path(gt_root)) if r.label_file is not None]
     if not records:
         raise ValueError(f"{gt_root}: no labeled {dataset} cases found to simulate predictions from")
+    if overwrite and out_dir.is_dir():
+        shutil.rmtree(out_dir)
     written = []
     for index, record in enumerate(records):
         case = record.load()
         rng = np.random.default_rng([seed, index])
         prediction = perturb_label_map(case.label, rng, severity).astype(np.uint8)
-        path = Path(out_dir) / f"{case_file_stem(record.case_id)}.nii.gz"
+        path = out_dir / f"{case_file_stem(record.case_id)}.nii.gz"
         written.append(write_volume(path, Volume(prediction, case.geometry)))
         if progress:
             progress(index + 1, len(records))
