@@ -40,9 +40,12 @@ def run(args: argparse.Namespace) -> int:
     g, array = volume.geometry, volume.array
     finite = np.isfinite(array) if array.dtype.kind == "f" else np.ones(array.shape, bool)
     print(f"path       {args.path}")
-    print(f"shape      {array.shape}  ({'C, ' if array.ndim == 4 else ''}Z, Y, X)  dtype {array.dtype}")
-    print(f"spacing    {tuple(round(v, 6) for v in g.spacing)} mm (x, y, z)")
-    print(f"origin     {tuple(round(v, 4) for v in g.origin)} mm (LPS)")
+    print(f"shape      {array.shape}  ({'C or T, ' if array.ndim == 4 else ''}Z, Y, X)  dtype {array.dtype}")
+    if volume.meta.get("stored_geometry", True):
+        print(f"spacing    {tuple(round(v, 9) for v in g.spacing)} mm (x, y, z)")
+        print(f"origin     {tuple(round(v, 6) for v in g.origin)} mm (LPS)")
+    else:
+        print("spacing    not stored in the file (read as 1 mm, origin 0, identity direction)")
     print(f"direction  {np.round(g.direction_matrix, 4).tolist()} ({'right' if g.is_right_handed else 'left'}-handed)")
     if finite.any():
         values = array[finite]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from medsam_kit import __version__
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     # RuntimeError: SimpleITK reports bad images (e.g. a failed resample) with it.
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, TypeError, OSError, RuntimeError) as exc:
         if args.debug:

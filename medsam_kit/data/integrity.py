@@ -51,6 +51,7 @@ KINDS: dict[str, str] = {
     "discovery": "the folder does not have the dataset's layout (missing folder, file or modality)",
     "duplicate-case-id": "two cases share one id",
     "missing-file": "a file the layout lists does not exist (or is a broken symbolic link)",
+    "missing-label": "a case the layout normally labels has no label file (used as unlabeled; warning)",
     "unreadable": "a file cannot be read completely (truncated, corrupt, not that format)",
     "channel-count": "a file holds several channels where the layout expects one",
     "shape-mismatch": "a channel or the label has a different grid shape than the case's image",
@@ -189,6 +190,11 @@ def _check_record(record: CaseRecord, spec: DatasetSpec | None, checked: set[Pat
             role = "label" if path == label_file else "image"
             problems.append(Problem(path, case, "missing-file", f"{role} file of case {case} {missing_reason(path)}",
                                     "restore the file (or the link's target), or remove the case from the folder"))
+    if label_file is None and record.meta.get("expected_label"):
+        expected = Path(record.meta["expected_label"])
+        problems.append(Problem(expected, case, "missing-label", f"no label file for case {case}; it will be "
+                                "used as unlabeled", "restore the label file if this case should be labeled",
+                                severity=WARNING))
     grids: dict[Path, _Grid] = {}
     for path in list(readable):
         try:
@@ -331,7 +337,8 @@ def check_nnunet_json(root: Path) -> list[Problem]:
                 problems.append(Problem(file, None, "dataset-json",
                                         f"file ending differs from dataset.json file_ending {ending!r} "
                                         "(nnU-Net ignores this file)",
-                                        f"convert it to {ending}, or remove it (or fix file_ending)"))
+                                        f"convert it to {ending}, or remove it (or fix file_ending)",
+                                        severity=WARNING))
     return problems
 
 

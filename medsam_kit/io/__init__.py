@@ -76,7 +76,9 @@ def _natural_key(path: Path) -> list:
 
 
 def _read_slice_folder(folder: Path) -> Volume:
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in _SLICE_SUFFIXES), key=_natural_key)
+    # Hidden files (e.g. macOS "._im0001.png" resource forks) are not slices.
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in _SLICE_SUFFIXES and not p.name.startswith(".")),
+                   key=_natural_key)
     if not files:
         raise ValueError(f"{folder}: folder holds neither a DICOM series nor PNG/TIFF slices")
     slices, geometry = [], None

@@ -1,4 +1,10 @@
-"""HDF5 volumes (MitoEM / CREMI style) through h5py; geometry in dataset attributes."""
+"""HDF5 volumes (MitoEM / CREMI style) through h5py; geometry in dataset attributes.
+
+Attributes read: ``spacing`` / ``origin`` / ``direction`` in this package's convention (spacing
+and origin in **(x, y, z)** mm order — files written by other tools may store (z, y, x); check
+with ``medsam-kit info``), or CREMI's ``resolution`` in (z, y, x) order. Without either, the
+identity grid is returned with ``meta["stored_geometry"] = False``.
+"""
 
 from __future__ import annotations
 

@@ -535,7 +535,9 @@ def test_nnunet_clean_and_dataset_json_consistency(tmp_path):
 
     stray = make_nnunet(tmp_path / "Dataset003_C")
     _write(stray / "imagesTr" / "c3_0000.nrrd", _image(3))
-    only(check_dataset(get_adapter("nnunet"), stray), "dataset-json", stray / "imagesTr" / "c3_0000.nrrd")
+    (stray_problem,) = check_dataset(get_adapter("nnunet"), stray)  # nnU-Net ignores it: a warning
+    assert (stray_problem.kind, stray_problem.file, stray_problem.severity) == (
+        "dataset-json", stray / "imagesTr" / "c3_0000.nrrd", WARNING)
 
 
 def test_nnunet_problems_of_several_cases_are_all_reported_in_one_run(tmp_path):
@@ -593,3 +595,14 @@ def test_clean_phantoms_have_no_errors(dataset, phantom_factory):
     assert errors(problems) == [], [str(p) for p in problems]
     assert calls and calls[-1] >= 2
     assert all(p.kind == "empty-label" for p in problems)
+
+
+def test_acdc_frame_without_gt_is_a_warning(tmp_path, phantom_factory):
+    import shutil
+
+    root = tmp_path / "acdc"
+    shutil.copytree(phantom_factory("acdc", cases=2), root)
+    gt = next(root.glob("training/patient001/patient001_frame01_gt.nii.gz"))
+    gt.unlink()
+    problems = check_dataset("acdc", root)
+    assert [(p.kind, p.severity, p.file.name) for p in problems] == [("missing-label", "warning", gt.name)]

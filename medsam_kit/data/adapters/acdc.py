@@ -197,9 +197,11 @@ class AcdcAdapter(DatasetAdapter):
                     f"files present: {', '.join(present) or 'none'})"), folder / f"{stem}.nii.gz", stem)
                 continue
             label = find_volume(folder, f"{stem}_gt")
+            meta = {**base_meta, "phase": phase, "frame": frame}
+            if label is None:  # the ACDC release ships a _gt for every ED/ES frame: note the gap for `check`
+                meta["expected_label"] = str(folder / f"{stem}_gt.nii.gz")
             records.append(CaseRecord(case_id=stem, image_files=(image,), label_file=label, subset=subset,
-                                      loader=_load_frame,
-                                      meta={**base_meta, "phase": phase, "frame": frame},
+                                      loader=_load_frame, meta=meta,
                                       label_loader=read_label))
         return records
 
