@@ -17,19 +17,32 @@ pairing:
   adapter recognises, or a flat folder of label files <case_id>.nii.gz; in a flat folder a
   trailing _gt, _seg, -seg or _groundtruth is dropped (ACDC patient001_frame01_gt.nii.gz
   pairs with patient001_frame01.nii.gz). Predictions must be on the ground truth's grid
-  (same shape, spacing, origin, direction); nothing is resampled.
+  (same shape; same spacing, origin, direction where the prediction file stores them - a
+  plain .tif/.png/.h5 stores none and is scored on the ground truth's geometry); nothing is
+  resampled. EM masks are binarised on both sides (0/255 and instance ids -> 0/1).
 
-  A GT folder with sub-folders, no readable raw layout and no label files directly in it
-  is taken as a broken raw root: the dataset reader's own error is shown (e.g. a patient
-  folder without Info.cfg).
+  In a raw root, a case the dataset reader cannot use (e.g. a missing image or modality)
+  is listed as unreadable ground truth and the other cases are scored. A GT folder with
+  sub-folders, no readable raw layout and no label files directly in it, or a raw root
+  whose every case is unusable, is an error showing the dataset reader's own message.
+  Reader problems that belong to no scored case (e.g. nnU-Net numTraining, a broken case
+  outside --subset) are printed as notes and kept in summary.json; they do not fail the run.
+
+  BraTS flat folders: --dataset brats (2023+) scores ET as label 3, brats2021 as label 4;
+  ground truth holding the other number is an error naming the dataset to use.
 
 scoring:
   a ground-truth case without a usable prediction (missing, unreadable, shape/geometry
-  mismatch) or whose ground-truth file cannot be read (unreadable_gt) is kept and scored
+  mismatch) or whose ground truth cannot be read (unreadable_gt) is kept and scored
   as a failure: Dice 0, IoU 0, NSD 0, HD95/ASSD NaN. One empty mask gives HD95/ASSD NaN;
-  both empty give Dice 1, HD95 0, NSD 1. Summaries skip NaN values and count them (n_nan).
+  both empty give Dice 1, HD95 0, NSD 1. metrics.csv keeps the NaN; summary.json and the
+  table count each NaN HD95/ASSD as the worst case, the ground-truth image diagonal in mm
+  (max_distance_mm, as BraTS scoring does), and say how many there were (n_nan), so a
+  missing or broken prediction can never improve a mean.
   summary.json: per class across cases; "overall.across_classes" across the per-class
-  means (each class weighs the same); "overall.pooled" over all case x class rows.
+  means (each class weighs the same); "overall.pooled" over all case x class rows. When
+  the dataset has regions (BraTS WT/TC/ET) the overall statistics use the regions only
+  (listed in "overall.classes"); per-label rows stay in metrics.csv and the class table.
 
 outputs (in --out): metrics.csv (one row per case x class), summary.json, metrics.png.
 
@@ -37,7 +50,8 @@ exit status:
   0  every ground-truth case was scored and all label values belong to the dataset
   1  some case was missing, unreadable (prediction or ground truth) or mismatched, or
      held label values outside the dataset's set (the outputs are still written)
-  2  the evaluation could not run (bad folder, no ground truth found, broken raw root)
+  2  the evaluation could not run (bad folder, no ground truth found, broken raw root,
+     wrong BraTS naming)
 """
 
 
@@ -76,19 +90,32 @@ def _mean_std(stats: dict, style: str) -> str:
 
 
 def format_table(result: EvaluationResult) -> str:
-    """Compact text table: Dice, HD95 and NSD mean ± std per class, across classes, and pooled."""
+    """Compact text table: Dice, HD95 and NSD mean ± std per class, across classes, and pooled.
+
+    The overall rows are named for what they run over: "across classes" / "pooled", or
+    "across regions" / "pooled regions" when the dataset has regions (BraTS WT/TC/ET).
+    """
     # Dice/NSD live in [0, 1]; HD95 in mm spans nm (EM) to cm, hence significant digits.
     columns = (("dice", ".3f"), ("hd95_mm", ".3g"), ("nsd", ".3f"))
     header = ("class", "Dice", "HD95 mm", "NSD")
     lines = [header]
+    overall = result.summary["overall"]
+    regions = list(overall["classes"]) != list(result.classes)
     rows = [*result.summary["classes"].items(),
-            ("across classes", result.summary["overall"]["across_classes"]),
-            ("pooled", result.summary["overall"]["pooled"])]
+            ("across regions" if regions else "across classes", overall["across_classes"]),
+            ("pooled regions" if regions else "pooled", overall["pooled"])]
     for name, stats in rows:
         lines.append((name, *(_mean_std(stats[metric], style) for metric, style in columns)))
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                     for row in lines)
+    table = "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                      for row in lines)
+    notes = []
+    if regions:
+        notes.append(f"overall rows: regions {', '.join(overall['classes'])} only (labels are parts of them)")
+    if any(stats["hd95_mm"]["n_nan"] for _, stats in rows):
+        notes.append("nan: undefined HD95 (failed case or one empty mask), counted in mean/std as the "
+                     "ground-truth image diagonal")
+    return "\n".join([table, *notes])
 
 
 def _problems(result: EvaluationResult) -> list[str]:
@@ -102,6 +129,7 @@ def _problems(result: EvaluationResult) -> list[str]:
                             ("unreadable ground truth", result.unreadable_gt),
                             ("label values outside the dataset", result.invalid_labels)):
         lines.extend(f"{title}: {case_id}: {message}" for case_id, message in messages.items())
+    lines.extend(f"ground truth note: {note}" for note in result.notes)
     return lines
 
 

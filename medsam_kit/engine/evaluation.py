@@ -7,61 +7,85 @@ file name (:func:`medsam_kit.data.case.case_file_stem`). The ground truth is eit
 (a) a raw dataset root that the dataset's adapter recognises (ACDC, BHSD, BraTS, EM,
     nnU-Net raw): labels are read through the adapter, so they get the adapter's value
     mapping (EM 255 → 1, instance ids binarised) and the same geometry as the images that
-    the predictions were made from; or
+    the predictions were made from. Discovery is non-strict: a case the adapter cannot use
+    (a missing image or modality, a broken ``Info.cfg``) does not stop the others; it is
+    listed as unreadable ground truth with the adapter's message (ACDC names such a case by
+    its patient when ``Info.cfg`` is unreadable, since the frame ids come from it); or
 (b) a flat folder of label files ``<case_id><suffix>`` (volume files directly in it). A trailing
     ``_gt``, ``_seg``, ``-seg`` or ``_groundtruth`` is removed from the stem, so ACDC's
     ``patient001_frame01_gt.nii.gz`` pairs with the prediction ``patient001_frame01.nii.gz``. For
     ``nnunet`` the labels come from ``dataset.json`` in that folder or its parent (``labelsTr/``).
-    Values are used as stored (a Lucchi mask holds 255, not 1: score EM through its raw root instead).
+    Values are used as stored, except for ``em``, whose masks are binarised as the EM adapter
+    does (Lucchi 0/255 → 0/1). For ``brats``/``brats2021`` a ground truth holding the other
+    naming's ET label (4 for ``brats``, 3 for ``brats2021``) before any holds its own is an
+    error telling which name to use: ET would otherwise be scored on two empty masks (Dice 1).
 
 Which one: the adapter's ``discover`` is tried first; a folder where it finds labeled cases is
 (a). Otherwise a folder holding volume files directly is (b). A folder with neither is an error:
-when it has sub-folders (every raw layout without volumes in its root keeps them in sub-folders)
-it was meant as a raw root, so the adapter's own message is raised (e.g. a patient folder
-without ``Info.cfg``), not a vague "no ground truth"; an empty folder gets the generic message.
+when the adapter recognised the layout but every case was unusable, or when the folder has
+sub-folders (every raw layout without volumes in its root keeps them in sub-folders), the
+adapter's own message is raised (e.g. a patient folder without ``Info.cfg``), not a vague "no
+ground truth"; an empty folder gets the generic message.
 
 Label files (predictions and flat ground truth) must hold one ``(Z, Y, X)`` map of integer
 values 0..255 (:func:`medsam_kit.data.adapters._loading.to_label`, the adapters' own rule).
+Where the ground truth is binarised (EM), the prediction is binarised too (> 0 → 1), so a
+0/255 or instance-id prediction scores as mitochondria.
 
 Nothing is skipped silently and nothing is resampled:
 
 * a ground-truth case without a prediction is **missing**, a prediction file that does not
-  read as a label map is **unreadable**, a ground-truth file that does not read is
-  **unreadable_gt**, and a prediction whose shape or geometry differs from its ground truth
-  (``Geometry.almost_equal``: within a thousandth of a voxel) is **mismatched**. These cases
-  stay in ``metrics.csv`` and in the summary as failures — Dice 0, IoU 0, NSD 0, HD95/ASSD NaN
-  (their ``status`` column says why) — so an incomplete set can never look better than a
-  complete one;
+  read as a label map is **unreadable**, a ground-truth case that cannot be read (or that the
+  adapter left out) is **unreadable_gt**, and a prediction on another grid than its ground
+  truth is **mismatched**. Grids are compared as the adapters compare a case's files
+  (:func:`medsam_kit.data.adapters._loading.grid_difference`): shape always, geometry
+  (``Geometry.almost_equal``: within a thousandth of a voxel) only where the prediction file
+  stores one — a plain TIFF/PNG/HDF5 prediction (Lucchi-style ``.tif``) has none and is
+  scored on the ground truth's geometry. These cases stay in ``metrics.csv`` and in the
+  summary as failures — Dice 0, IoU 0, NSD 0, HD95/ASSD NaN (their ``status`` column says why);
 * a prediction without ground truth is **unmatched** (listed, not scored);
 * label values outside the dataset's set are listed per case (they belong to no class,
-  which usually means the wrong ``dataset`` was given, e.g. BraTS 2021 ET=4 as ``brats``).
+  which usually means the wrong ``dataset`` was given);
+* discovery problems that belong to no scored case (nnU-Net ``numTraining`` disagreeing, a
+  broken case outside ``subset``) are listed as ``notes``.
 
-Summary statistics (:mod:`medsam_kit.engine.evaluation_report`) skip NaN values and report how
-many there were (``n_nan``): per class across cases, and overall across classes and pooled.
+Undefined distances (HD95/ASSD of failures and of one-sided empty masks) are NaN per case in
+``metrics.csv``; ``summary.json`` counts each as the worst case, the ground truth's image
+diagonal in mm (``max_distance_mm`` column, :func:`medsam_kit.engine.metrics.image_diagonal_mm`),
+as BraTS scoring does, and reports how many there were (``n_nan``). With Dice 0 for failures,
+deleting or breaking a prediction can never improve a mean. When the dataset defines regions
+(BraTS WT/TC/ET), the ``overall`` statistics run over the regions only: the labels they are
+built from would count the same voxels twice (per-label rows stay in ``metrics.csv`` and
+``classes``). See :mod:`medsam_kit.engine.evaluation_report`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from medsam_kit.data.adapters import get_adapter
-from medsam_kit.data.adapters._loading import to_label, volume_files
+from medsam_kit.data.adapters._loading import grid_difference
 from medsam_kit.data.case import case_file_stem
 from medsam_kit.data.datasets import SPECS, DatasetSpec
+from medsam_kit.engine.evaluation_inputs import (
+    GT_STEM_SUFFIXES,
+    BratsNamingGuard,
+    GroundTruth,
+    find_ground_truth,
+    flat_files,
+    message,
+    read_label_map,
+)
 from medsam_kit.engine.evaluation_report import CSV_COLUMNS, OUTPUT_FILES, summarize, write_outputs
-from medsam_kit.engine.metrics import class_metrics
-from medsam_kit.io import VOLUME_SUFFIXES, Geometry, read_volume
+from medsam_kit.engine.metrics import class_metrics, image_diagonal_mm
+from medsam_kit.io import Geometry
 
 __all__ = ["CSV_COLUMNS", "GT_STEM_SUFFIXES", "EvaluationResult", "default_nsd_tolerance_mm", "evaluate_folders"]
 
-#: Stem endings removed from flat ground-truth file names (ACDC ``_gt``, BraTS-style ``_seg``/``-seg``,
-#: Lucchi ``_groundtruth``).
-GT_STEM_SUFFIXES = ("_groundtruth", "_gt", "_seg", "-seg")
 _FAILED = {"dice": 0.0, "iou": 0.0, "hd95_mm": math.nan, "assd_mm": math.nan, "nsd": 0.0}
 # What reading a label file can raise: read_volume turns library errors into ValueError, but
 # adapters open some formats themselves (h5py: OSError), a file can vanish or lose permissions
@@ -82,23 +106,28 @@ class EvaluationResult:
         dataset: dataset name as given.
         classes: scored classes ``{name: label values}``.
         nsd_tolerance_mm: NSD tolerance used.
+        overall_classes: the classes the ``overall`` statistics run over: the regions when the
+            dataset defines any (BraTS WT, TC, ET), else every class.
         rows: one dict per ground-truth case × class with the keys of :data:`CSV_COLUMNS`.
         summary: the content of ``summary.json`` (NaN written as null there): dataset,
             tolerance, case counts, per class ``{metric: {mean, std, median, n, n_nan}}``,
-            ``overall`` (``across_classes`` and ``pooled``, see
+            ``overall`` (``classes``, ``across_classes`` and ``pooled``, see
             :mod:`medsam_kit.engine.evaluation_report`) and the failure / invalid-label lists.
         missing: ground-truth case ids without a prediction.
         unmatched: prediction case ids without ground truth.
         mismatched: ``{case_id: message}`` for shape/geometry mismatches.
         unreadable: ``{case_id: message}`` for prediction files that are not label maps.
-        unreadable_gt: ``{case_id: message}`` for ground-truth files that could not be read.
+        unreadable_gt: ``{case_id: message}`` for ground truth that could not be read or that
+            the dataset reader left out.
         invalid_labels: ``{case_id: message}`` for label values outside the dataset's set.
+        notes: dataset problems that belong to no scored case (listed; not failures).
         files: written outputs ``{"csv" | "summary" | "plot": path}`` (empty without ``out_dir``).
     """
 
     dataset: str
     classes: dict[str, tuple[int, ...]]
     nsd_tolerance_mm: float
+    overall_classes: tuple[str, ...] = ()
     rows: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
@@ -107,6 +136,7 @@ class EvaluationResult:
     unreadable: dict[str, str] = field(default_factory=dict)
     unreadable_gt: dict[str, str] = field(default_factory=dict)
     invalid_labels: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -120,110 +150,13 @@ class EvaluationResult:
         return not (self.failed_cases or self.invalid_labels)
 
 
-@dataclass
-class _GroundTruth:
-    case_id: str
-    path: Path
-    load: Callable[[], tuple[np.ndarray, Geometry]]
-
-
-def _message(exc: BaseException, path: Path) -> str:
-    """One line naming ``path`` (KeyError's str() adds quotes; library errors may omit the file)."""
-    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    text = " ".join(text.split()) or type(exc).__name__
-    return text if str(path) in text else f"{path}: {text}"
-
-
-def _flat_files(folder: Path, strip: tuple[str, ...], exclude: Collection[str] = ()) -> dict[str, Path]:
-    """``{case_id: file}`` for the volume files directly in ``folder``, ``strip`` endings removed.
-
-    Hidden files are skipped and two files of one stem raise (:func:`volume_files`); names in
-    ``exclude`` (lower case) are left out.
-    """
-    found: dict[str, Path] = {}
-    for stem, path in volume_files(folder, VOLUME_SUFFIXES).items():
-        if path.name.lower() in exclude:
-            continue
-        case_id = next((stem[: -len(s)] for s in strip if stem.endswith(s) and len(stem) > len(s)), stem)
-        if case_id in found:
-            raise ValueError(f"{folder}: {found[case_id].name} and {path.name} both give case id "
-                             f"{case_id!r}; keep one file per case")
-        found[case_id] = path
-    return found
-
-
-def _read_label_map(path: Path) -> tuple[np.ndarray, Geometry]:
-    """A label file as ``(Z, Y, X)`` uint8 and its geometry; ValueError naming the file otherwise."""
-    volume = read_volume(path)
-    array = volume.array
-    if array.ndim == 4:  # Volume guarantees (Z, Y, X) or (C, Z, Y, X)
-        if array.shape[0] != 1:
-            raise ValueError(f"{path}: expected one (Z, Y, X) label map, found {array.shape[0]} channels "
-                             f"(shape {array.shape}); write one integer label map per case")
-        array = array[0]
-    return to_label(array, path), volume.geometry
-
-
-def _unusable_root(gt_dir: Path, dataset: str, error: Exception) -> Exception:
-    kind = FileNotFoundError if isinstance(error, FileNotFoundError) else ValueError
-    return kind(f"{gt_dir}: cannot read it as a raw {dataset} dataset root: {_message(error, gt_dir)}")
-
-
-def _ground_truth(gt_dir: Path, dataset: str,
-                  subset: str | None) -> tuple[DatasetSpec, dict[str, _GroundTruth]]:
-    """Spec and ground-truth cases of a raw dataset root (a) or a flat label folder (b)."""
-    adapter = get_adapter(dataset)
-    try:
-        records, layout_error = adapter.discover(gt_dir), None
-    except (FileNotFoundError, ValueError) as exc:  # not this layout, or this layout with a defect
-        records, layout_error = [], exc
-    labeled = [r for r in records if r.labeled]
-    if labeled:
-        chosen = [r for r in labeled if subset in (None, r.subset)]
-        if not chosen:
-            raise ValueError(f"{gt_dir}: no labeled cases in subset {subset!r}; subsets with labels: "
-                             f"{sorted({r.subset for r in labeled})}")
-        # The adapter knows each layout's label encoding and geometry (the grid predictions are on).
-        cases = {r.case_id: _GroundTruth(r.case_id, Path(r.label_file), r.load_label) for r in chosen}
-        return adapter.spec(gt_dir), cases
-
-    try:
-        files = _flat_files(gt_dir, GT_STEM_SUFFIXES)
-    except ValueError as flat_error:
-        if layout_error is None:
-            raise
-        # Neither reading works; both reasons in one line, since either may be what the user meant.
-        raise ValueError(f"{flat_error}; read as a raw {dataset} root instead: "
-                         f"{_message(layout_error, gt_dir)}") from flat_error
-    if not files:
-        if records:
-            raise FileNotFoundError(f"{gt_dir}: the raw {dataset} root holds {len(records)} case(s) but none "
-                                    "has a ground-truth label file; point --gt at labeled data")
-        has_folders = any(p.is_dir() and not p.name.startswith(".") for p in gt_dir.iterdir())
-        if layout_error is not None and has_folders:
-            raise _unusable_root(gt_dir, dataset, layout_error) from layout_error
-        raise FileNotFoundError(f"{gt_dir}: found no ground truth: expected a raw {dataset} dataset root or "
-                                "a folder of label files <case_id>.nii.gz (or another volume suffix)")
-    if subset is not None:
-        raise ValueError(f"{gt_dir}: a subset ({subset!r}) can only be chosen in a raw {dataset} dataset "
-                         "root, and this folder is a flat folder of label files")
-    if dataset == "nnunet":
-        root = next((d for d in (gt_dir, gt_dir.parent) if (d / "dataset.json").is_file()), None)
-        if root is None:
-            raise FileNotFoundError(f"{gt_dir}: nnunet evaluation needs dataset.json in this folder or its "
-                                    "parent (point --gt at the nnU-Net raw dataset root or its labelsTr/)")
-        spec = adapter.spec(root)
-    else:
-        spec = SPECS[dataset]
-    return spec, {cid: _GroundTruth(cid, p, lambda p=p: _read_label_map(p)) for cid, p in files.items()}
-
-
-def _failure_rows(case_id: str, classes: dict, status: str, gt: np.ndarray | None) -> list[dict]:
+def _failure_rows(case_id: str, classes: dict, status: str, gt: np.ndarray | None,
+                  max_distance_mm: float | None) -> list[dict]:
     rows = []
     for name, values in classes.items():
         gt_voxels = int(np.count_nonzero(np.isin(gt, values))) if gt is not None else None
         rows.append({"case_id": case_id, "class": name, **_FAILED, "gt_voxels": gt_voxels,
-                     "pred_voxels": None, "status": status})
+                     "pred_voxels": None, "max_distance_mm": max_distance_mm, "status": status})
     return rows
 
 
@@ -235,7 +168,7 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
 
     Args:
         pred_dir: folder of predicted label maps ``<case_id><suffix>``, each on its ground
-            truth's grid (same ``(Z, Y, X)`` shape and geometry).
+            truth's grid (same ``(Z, Y, X)`` shape, and the same geometry where the file stores one).
         gt_dir: raw dataset root or flat folder of label files.
         dataset: a name in :data:`medsam_kit.data.datasets.SPECS` or ``'nnunet'``.
         out_dir: where to write ``metrics.csv``, ``summary.json`` and ``metrics.png``
@@ -248,8 +181,9 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
         :class:`EvaluationResult`. Unreadable files on either side are failures in it, not errors.
 
     Raises:
-        ValueError: unknown dataset, bad tolerance, clashing case ids, a raw root the adapter rejects,
-            no foreground class to score.
+        ValueError: unknown dataset, bad tolerance, clashing case ids, a raw root the adapter rejects
+            (or whose every labeled case it rejects), no foreground class to score, a flat BraTS
+            folder labelled with the other BraTS naming's ET value.
         FileNotFoundError: a folder does not exist or holds no ground truth.
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
@@ -262,22 +196,29 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
             raise FileNotFoundError(f"{folder}: {name} folder does not exist")
         if not folder.is_dir():
             raise NotADirectoryError(f"{folder}: is a file; the {name} path must be a folder")
-    spec, gts = _ground_truth(gt_dir, dataset, subset)
+    found = find_ground_truth(gt_dir, dataset, subset)
+    spec, gts = found.spec, found.cases
     tolerance = default_nsd_tolerance_mm(spec) if nsd_tolerance_mm is None else float(nsd_tolerance_mm)
     same_folder = out_dir is not None and Path(out_dir).resolve() == pred_dir.resolve()
-    preds = _flat_files(pred_dir, (), exclude=set(OUTPUT_FILES) if same_folder else set())
+    preds = flat_files(pred_dir, (), exclude=set(OUTPUT_FILES) if same_folder else set())
     classes = {name: tuple(values) for name, values in spec.evaluation_classes().items()}
     if not classes:
         raise ValueError(f"{gt_dir}: the {spec.name} labels {dict(spec.label_names)} define no foreground "
                          "class to score; add the classes (nnU-Net: 'labels' in dataset.json)")
+    # Regions are unions of labels (BraTS WT = NCR + ED + ET): averaging both would weigh the
+    # same voxels several times, so the overall statistics use the regions alone.
+    overall = tuple(spec.regions) if spec.regions else tuple(classes)
     allowed = set(spec.label_values) | ({spec.ignore_label} if spec.ignore_label is not None else set())
     stems = {case_file_stem(case_id): case_id for case_id in gts}
-    result = EvaluationResult(dataset, classes, tolerance, unmatched=sorted(set(preds) - set(stems)))
+    result = EvaluationResult(dataset, classes, tolerance, overall_classes=overall,
+                              unmatched=sorted(set(preds) - set(stems)), notes=list(found.notes))
+    guard = BratsNamingGuard.for_dataset(dataset, found.flat)
 
     case_ids = sorted(gts)
     for done, case_id in enumerate(case_ids, start=1):
         pred_path = preds.get(case_file_stem(case_id))
-        result.rows.extend(_score_case(gts[case_id], pred_path, spec, classes, allowed, tolerance, result))
+        result.rows.extend(_score_case(gts[case_id], pred_path, spec, classes, allowed, tolerance, result,
+                                       guard))
         if progress is not None:
             progress(done, len(case_ids))
 
@@ -287,8 +228,22 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, dataset: str,
     return result
 
 
-def _score_case(gt_case: _GroundTruth, pred_path: Path | None, spec: DatasetSpec, classes: dict,
-                allowed: set[int], tolerance: float, result: EvaluationResult) -> list[dict]:
+def _grid_mismatch(pred_path: Path, pred: np.ndarray, pred_geometry: Geometry | None, gt_case: GroundTruth,
+                   gt: np.ndarray, gt_geometry: Geometry | None) -> str | None:
+    """Why a prediction is not on its ground truth's grid (None when it is)."""
+    difference = grid_difference(pred.shape, pred_geometry, gt.shape, gt_geometry)
+    if difference is None:
+        return None
+    if difference[0] == "shape":
+        return (f"{pred_path}: shape {pred.shape} differs from ground truth {gt_case.path} {gt.shape}; write "
+                "predictions on the ground truth's grid")
+    return (f"{pred_path}: geometry differs from ground truth {gt_case.path}: {difference[1]}; predictions are "
+            "never resampled, write them on the ground truth's grid")
+
+
+def _score_case(gt_case: GroundTruth, pred_path: Path | None, spec: DatasetSpec, classes: dict,
+                allowed: set[int], tolerance: float, result: EvaluationResult,
+                guard: Callable[[np.ndarray, Path], None] | None = None) -> list[dict]:
     """Rows of one case; records missing / unreadable / mismatched / invalid labels in ``result``."""
     case_id = gt_case.case_id
     if pred_path is None:
@@ -298,32 +253,33 @@ def _score_case(gt_case: _GroundTruth, pred_path: Path | None, spec: DatasetSpec
     try:
         gt, gt_geometry = gt_case.load()
     except _READ_ERRORS as exc:
-        result.unreadable_gt[case_id] = _message(exc, gt_case.path)
-        return _failure_rows(case_id, classes, "unreadable_gt", None)
+        result.unreadable_gt[case_id] = message(exc, gt_case.path)
+        return _failure_rows(case_id, classes, "unreadable_gt", None, None)
+    if guard is not None:
+        guard(gt, gt_case.path)
     if pred_path is None:
-        return _failure_rows(case_id, classes, "missing", gt)
+        spacing = (gt_geometry or Geometry()).spacing_zyx
+        return _failure_rows(case_id, classes, "missing", gt, image_diagonal_mm(gt.shape, spacing))
     try:
-        pred, pred_geometry = _read_label_map(pred_path)
+        pred, pred_geometry = read_label_map(pred_path, binarize=gt_case.binarize)
     except _READ_ERRORS as exc:
-        result.unreadable[case_id] = _message(exc, pred_path)
-        return _failure_rows(case_id, classes, "unreadable", gt)
-    if pred.shape != gt.shape:
-        result.mismatched[case_id] = (f"{pred_path}: shape {pred.shape} differs from ground truth "
-                                      f"{gt_case.path} {gt.shape}; write predictions on the ground truth's "
-                                      "grid")
-        return _failure_rows(case_id, classes, "mismatch", gt)
-    if not pred_geometry.almost_equal(gt_geometry):
-        difference = pred_geometry.describe_difference(gt_geometry)
-        result.mismatched[case_id] = (f"{pred_path}: geometry differs from ground truth {gt_case.path}: "
-                                      f"{difference}; predictions are never resampled, write them on the "
-                                      "ground truth's grid")
-        return _failure_rows(case_id, classes, "mismatch", gt)
+        result.unreadable[case_id] = message(exc, pred_path)
+        spacing = (gt_geometry or Geometry()).spacing_zyx
+        return _failure_rows(case_id, classes, "unreadable", gt, image_diagonal_mm(gt.shape, spacing))
+    # Distances in mm need a geometry: the ground truth's, else the prediction's (a flat folder
+    # of plain TIFF ground truth), else the identity grid (1 mm voxels).
+    geometry = gt_geometry or pred_geometry or Geometry()
+    max_distance = image_diagonal_mm(gt.shape, geometry.spacing_zyx)
+    mismatch = _grid_mismatch(pred_path, pred, pred_geometry, gt_case, gt, gt_geometry)
+    if mismatch is not None:
+        result.mismatched[case_id] = mismatch
+        return _failure_rows(case_id, classes, "mismatch", gt, max_distance)
     outside = {path: sorted(set(np.unique(labels).tolist()) - allowed)
                for path, labels in ((pred_path, pred), (gt_case.path, gt))}
     if any(outside.values()):
         found = "; ".join(f"{path} has {values}" for path, values in outside.items() if values)
         result.invalid_labels[case_id] = (f"label values outside the {spec.name} set {sorted(allowed)}: "
                                           f"{found} (wrong dataset?)")
-    scores = class_metrics(pred, gt, classes, gt_geometry.spacing_zyx, tolerance,
-                           ignore_label=spec.ignore_label)
-    return [{"case_id": case_id, "class": name, **values, "status": "ok"} for name, values in scores.items()]
+    scores = class_metrics(pred, gt, classes, geometry.spacing_zyx, tolerance, ignore_label=spec.ignore_label)
+    return [{"case_id": case_id, "class": name, **values, "max_distance_mm": max_distance, "status": "ok"}
+            for name, values in scores.items()]

@@ -28,9 +28,12 @@ both empty        1      1      0       0       1
 one empty         0      0      NaN     NaN     0
 ================  =====  =====  ======  ======  =====
 
-A distance to an empty mask is undefined; it is NaN rather than +inf or an arbitrary maximum
-(BraTS uses the image diagonal) so that means stay honest: summaries report how many values
-were NaN and aggregate the rest (see :mod:`medsam_kit.engine.evaluation`).
+A distance to an empty mask is undefined, so per case it is NaN (not +inf or an arbitrary
+number): ``metrics.csv`` says what was measured. Leaving NaN out of a mean would reward a
+missed structure, though, so summaries count it as the worst possible distance,
+:func:`image_diagonal_mm` of the ground truth (BraTS scoring does the same with the 373.13 mm
+diagonal of its 240 × 240 × 155 mm grid) and report how many values were NaN (see
+:mod:`medsam_kit.engine.evaluation_report`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,20 @@ from medsam_kit.data.regions import region_mask
 METRIC_NAMES = ("dice", "iou", "hd95_mm", "assd_mm", "nsd")
 
 _NAN = float("nan")
+
+
+def image_diagonal_mm(shape_zyx: Sequence[int], spacing_zyx: Sequence[float]) -> float:
+    """Length in mm of the diagonal of a grid's extent, ``sqrt(sum((n * s) ** 2))``.
+
+    No surface distance on the grid can exceed it (voxel centres lie inside the extent), so it is
+    the worst-case HD95/ASSD. BraTS: ``(155, 240, 240)`` at 1 mm gives 373.13 mm.
+
+    Args:
+        shape_zyx: grid shape ``(Z, Y, X)``.
+        spacing_zyx: voxel size in mm in the same array order.
+    """
+    extent = np.asarray(shape_zyx, dtype=float) * np.asarray(spacing_zyx, dtype=float)
+    return float(np.sqrt(np.sum(extent**2)))
 
 
 def _check_pair(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medsam_kit.cli.main import main
-from medsam_kit.io import Geometry, Volume, write_volume
+from medsam_kit.io import Geometry, Volume, read_volume, write_volume
 
 GEOMETRY = Geometry(spacing=(1.0, 1.0, 2.5), origin=(5.0, -3.0, 0.0))
 
@@ -98,10 +98,23 @@ def test_unreadable_ground_truth_exits_1_and_still_writes_outputs(folders, tmp_p
     assert json.loads((out / "summary.json").read_text())["cases"]["unreadable_gt"] == 1
 
 
-def test_broken_raw_root_exits_2_with_the_adapters_message(phantom_factory, tmp_path, capsys):
+def test_raw_root_with_one_broken_case_exits_1_and_scores_the_rest(phantom_factory, tmp_path, capsys):
     root = tmp_path / "acdc"
     shutil.copytree(phantom_factory("acdc"), root)
-    next(root.rglob("Info.cfg")).unlink()
+    info = next(root.rglob("Info.cfg"))
+    info.unlink()
+    (tmp_path / "pred").mkdir()
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(root), "--dataset", "acdc"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert f"unreadable ground truth: {info.parent.name}: {info}" in err
+
+
+def test_raw_root_with_every_case_broken_exits_2_with_the_adapters_message(phantom_factory, tmp_path, capsys):
+    root = tmp_path / "acdc"
+    shutil.copytree(phantom_factory("acdc"), root)
+    for info in root.rglob("Info.cfg"):
+        info.unlink()
     (tmp_path / "pred").mkdir()
     code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(root), "--dataset", "acdc"])
     err = capsys.readouterr().err
@@ -144,3 +157,45 @@ def test_bad_inputs_never_show_a_traceback(breakage, folders, tmp_path, capsys):
     assert "Traceback" not in err
     if expected == 2:
         assert err.count("\n") == 1 and err.startswith("medsam-kit evaluate: error: ")
+
+
+def test_help_states_the_distance_and_region_policies(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "image diagonal in mm" in text and "n_nan" in text and "can never improve a mean" in text
+    assert "regions only" in text and "brats2021" in text and "plain .tif/.png/.h5 stores none" in text
+
+
+def _brats_case(tmp_path, et: int) -> None:
+    labels = np.zeros((8, 12, 12), np.uint8)
+    labels[2:6, 2:10, 2:10] = 2
+    labels[3:5, 4:8, 4:8] = 1
+    labels[3:5, 8:10, 4:8] = et
+    for folder, name in (("gt", "BraTS-GLI-00007-000-seg"), ("pred", "BraTS-GLI-00007-000")):
+        write_volume(tmp_path / folder / f"{name}.nii.gz", Volume(labels, Geometry()))
+
+
+def test_brats_2021_labels_given_as_brats_exit_2_naming_the_right_dataset(tmp_path, capsys):
+    _brats_case(tmp_path, et=4)
+    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--dataset", "brats"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.rstrip().endswith("use --dataset brats2021")
+
+
+def test_brats_table_names_the_region_rows_and_explains_nan(tmp_path, capsys):
+    _brats_case(tmp_path, et=3)
+    pred = tmp_path / "pred" / "BraTS-GLI-00007-000.nii.gz"
+    labels = np.asarray(read_volume(pred).array)
+    labels[labels == 1] = 0  # NCR not found: its HD95 is undefined
+    write_volume(pred, Volume(labels, Geometry()))
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--dataset", "brats",
+                 "--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("across regions") for line in lines)
+    assert any(line.startswith("pooled regions") for line in lines)
+    assert not any(line.startswith("across classes") for line in lines)
+    assert any(line.startswith("overall rows: regions WT, TC, ET only") for line in lines)
+    ncr = next(line for line in lines if line.startswith("NCR"))
+    assert "(1 nan)" in ncr and any("counted in mean/std as the ground-truth image diagonal" in line
+                                    for line in lines)

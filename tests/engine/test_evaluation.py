@@ -22,6 +22,8 @@ GEOMETRY = Geometry(spacing=(1.5, 1.5, 8.0), origin=(-40.0, 12.5, 3.0),
                     direction=((0.0, 1.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)))
 SHAPE = (6, 24, 28)
 CASES = ("patient001_frame01", "patient001_frame12", "patient002_frame01")
+# Worst-case distance of that grid: its extent (8 * 6, 1.5 * 24, 1.5 * 28) mm, corner to corner.
+DIAGONAL_MM = math.sqrt(48.0**2 + 36.0**2 + 42.0**2)
 
 
 def _heart(seed: int) -> np.ndarray:
@@ -100,8 +102,10 @@ def test_imperfect_prediction_values_match_class_metrics(acdc_flat):
         for metric in ("dice", "iou", "nsd", "gt_voxels", "pred_voxels"):
             assert rows[name][metric] == pytest.approx(values[metric], abs=1e-9)
     assert 0 < rows["LV"]["dice"] < 1 and rows["LV"]["hd95_mm"] == pytest.approx(3.0, abs=1e-6)
-    rv = result.summary["classes"]["RV"]
-    assert rv["hd95_mm"]["n_nan"] == 1 and rv["hd95_mm"]["n"] == 2 and rv["hd95_mm"]["mean"] == 0.0
+    assert math.isnan(rows["RV"]["hd95_mm"]) and rows["RV"]["max_distance_mm"] == pytest.approx(DIAGONAL_MM)
+    rv = result.summary["classes"]["RV"]  # the undefined HD95 counts as the image diagonal
+    assert rv["hd95_mm"]["n_nan"] == 1 and rv["hd95_mm"]["n"] == 3
+    assert rv["hd95_mm"]["mean"] == pytest.approx(DIAGONAL_MM / 3)
     assert rv["dice"]["mean"] == pytest.approx(2 / 3) and rv["dice"]["n_nan"] == 0
 
 
@@ -127,7 +131,10 @@ def test_missing_unmatched_and_mismatched_cases_are_reported_and_scored_as_failu
     assert summary["missing"] == [CASES[0]] and summary["unmatched"] == ["patient099_frame01"]
     assert summary["cases"]["scored"] == 1 and summary["cases"]["missing"] == 1
     assert summary["classes"]["LV"]["dice"]["mean"] == pytest.approx(1 / 3)
-    assert summary["classes"]["LV"]["hd95_mm"] == {"mean": 0.0, "std": 0.0, "median": 0.0, "n": 1, "n_nan": 2}
+    lv_hd95 = summary["classes"]["LV"]["hd95_mm"]  # failures count as the image diagonal
+    assert (lv_hd95["n"], lv_hd95["n_nan"]) == (3, 2) and lv_hd95["median"] == pytest.approx(DIAGONAL_MM)
+    assert lv_hd95["mean"] == pytest.approx(2 * DIAGONAL_MM / 3)
+    assert all(float(r["max_distance_mm"]) == pytest.approx(DIAGONAL_MM) for r in rows)
 
 
 def test_shape_mismatch_and_unreadable_prediction(acdc_flat):

@@ -104,23 +104,75 @@ def test_missing_prediction_rows_count_ground_truth_voxels(flat):
 
 
 # ------------------------------------------------------------------ broken raw roots (finding 2)
-def test_raw_root_with_a_discovery_error_surfaces_the_adapters_message(acdc_raw):
-    root, pred_dir, _ = acdc_raw
+def test_raw_root_with_a_broken_patient_scores_the_others(acdc_raw):
+    """One patient without Info.cfg: its frames cannot be listed, so the patient is a failed case."""
+    root, pred_dir, records = acdc_raw
     info = next(root.rglob("Info.cfg"))
     info.unlink()
-    with pytest.raises(FileNotFoundError) as caught:
+    patient = info.parent.name
+    result = evaluate_folders(pred_dir, root, "acdc")
+    assert list(result.unreadable_gt) == [patient] and "Info.cfg" in result.unreadable_gt[patient]
+    assert "\n" not in result.unreadable_gt[patient]
+    others = [r for r in records if r.meta["patient"] != patient]
+    assert {r["case_id"] for r in result.rows if r["status"] == "ok"} == {r.case_id for r in others}
+    assert all(r["dice"] == 1.0 for r in result.rows if r["status"] == "ok")
+    assert {r["status"] for r in result.rows if r["case_id"] == patient} == {"unreadable_gt"}
+    assert not result.complete and result.summary["cases"]["unreadable_gt"] == 1
+    # its predictions pair with no listed case: reported, not dropped
+    assert result.unmatched == [f"{patient}_frame{r.meta['frame']:02d}" for r in records
+                                if r.meta["patient"] == patient]
+
+
+def test_raw_root_with_every_case_broken_surfaces_the_adapters_message(acdc_raw):
+    root, pred_dir, _ = acdc_raw
+    infos = sorted(root.rglob("Info.cfg"))
+    for info in infos:
+        info.unlink()
+    with pytest.raises(ValueError) as caught:
         evaluate_folders(pred_dir, root, "acdc")
     message = str(caught.value)
-    assert "raw acdc dataset root" in message and str(info) in message and "Info.cfg" in message
+    assert "raw acdc dataset root" in message and any(str(info) in message for info in infos)
+    assert f"{len(infos) - 1} more problem(s)" in message
     assert "found no ground truth" not in message and "\n" not in message
 
 
-def test_raw_root_with_a_bad_value_surfaces_a_value_error(acdc_raw):
-    root, pred_dir, _ = acdc_raw
+def test_raw_root_with_a_bad_value_fails_that_patient_only(acdc_raw):
+    root, pred_dir, records = acdc_raw
     info = next(root.rglob("Info.cfg"))
     info.write_text("ED: 1\nES: one\n")
-    with pytest.raises(ValueError, match=r"ES must be int"):
-        evaluate_folders(pred_dir, root, "acdc")
+    result = evaluate_folders(pred_dir, root, "acdc")
+    assert "ES must be int" in result.unreadable_gt[info.parent.name]
+    assert sum(r["status"] == "ok" for r in result.rows) == 3 * (len(records) - 2)
+
+
+def test_raw_root_with_a_missing_image_scores_every_labeled_case(acdc_raw):
+    """Finding 3: evaluation needs only labels, so one missing image must not abort the run."""
+    root, pred_dir, records = acdc_raw
+    broken = records[1]
+    Path(broken.image_files[0]).unlink()
+    result = evaluate_folders(pred_dir, root, "acdc")
+    assert list(result.unreadable_gt) == [broken.case_id]
+    assert f"{broken.case_id}.nii.gz is missing" in result.unreadable_gt[broken.case_id]
+    assert {r["status"] for r in result.rows if r["case_id"] == broken.case_id} == {"unreadable_gt"}
+    scored = {r["case_id"] for r in result.rows if r["status"] == "ok"}
+    assert scored == {r.case_id for r in records} - {broken.case_id}
+    assert not result.missing and not result.unmatched and not result.notes
+    assert result.summary["cases"] == {"ground_truth": len(records), "scored": len(records) - 1, "missing": 0,
+                                       "mismatched": 0, "unreadable": 0, "unreadable_gt": 1, "unmatched": 0}
+
+
+def test_raw_root_problem_outside_the_subset_is_a_note_not_a_failure(acdc_raw):
+    root, pred_dir, records = acdc_raw
+    subsets = sorted({r.subset for r in records})
+    assert len(subsets) == 2  # training and testing
+    broken = next(r for r in records if r.subset == subsets[0])
+    Path(broken.image_files[0]).unlink()
+    result = evaluate_folders(pred_dir, root, "acdc", subset=subsets[1])
+    assert result.complete and not result.unreadable_gt
+    assert len(result.notes) == 1 and broken.case_id in result.notes[0]
+    assert result.summary["notes"] == result.notes
+    inside = evaluate_folders(pred_dir, root, "acdc", subset=subsets[0])
+    assert list(inside.unreadable_gt) == [broken.case_id]
 
 
 def test_raw_root_without_labels_says_so(acdc_raw):
@@ -218,14 +270,16 @@ def test_overall_statistics_across_classes_and_pooled(flat):
         assert across["median"] == pytest.approx(np.median(class_means))
         assert (across["n"], across["n_nan"]) == (3, 0)
         values = np.asarray([r[metric] for r in result.rows], dtype=float)
-        finite = values[np.isfinite(values)]
+        worst = np.asarray([r["max_distance_mm"] for r in result.rows], dtype=float)
+        finite = np.where(np.isnan(values), worst, values)  # undefined distances count as the diagonal
         pooled = overall["pooled"][metric]
         assert pooled["mean"] == pytest.approx(finite.mean()) and pooled["std"] == pytest.approx(finite.std())
         assert pooled["median"] == pytest.approx(np.median(finite))
-        assert pooled["n"] + pooled["n_nan"] == 9
+        assert pooled["n"] == 9
     assert overall["pooled"]["hd95_mm"]["n_nan"] == 1  # the RV that was not found
     assert overall["across_classes"]["dice"]["std"] > 0  # classes really differ
-    assert set(result.summary["overall_definitions"]) == {"across_classes", "pooled"}
+    assert set(result.summary["overall_definitions"]) == {"classes", "across_classes", "pooled"}
+    assert overall["classes"] == ["RV", "MYO", "LV"]  # no regions: every class
 
 
 def test_bad_tolerance_and_file_paths_raise(flat):
