@@ -6,7 +6,11 @@ MEDSAM = $(PYTHON) -m medsam_kit
 
 .PHONY: install demo test test-all lint
 
+# sam2 (Meta's SAM 2.1 code, PyPI sdist) would compile a CUDA extension in an isolated build env
+# (minutes, GBs, then fall back); built against the installed torch without it, it takes seconds.
 install:
+	$(PYTHON) -m pip install -q setuptools wheel torch torchvision
+	SAM2_BUILD_CUDA=0 $(PYTHON) -m pip install -q --no-build-isolation 'sam2==1.1.0'
 	$(PYTHON) -m pip install -q -e '.[test]'
 
 # Main job on built-in synthetic data: ACDC phantoms -> integrity check -> (simulated) predictions -> metrics.

@@ -1,0 +1,202 @@
+"""Model configs (plain data) and the one path from a config (+ checkpoint) to a :class:`SegmenterModel`.
+
+A model config is a JSON/YAML-compatible dict::
+
+    {"model_name": "sam2.1_hiera_tiny",   # registry name it came from
+     "family": "sam2" | "sam",
+     "image_size": 1024,                   # S, square model input
+     "in_channels": 3,                     # C
+     "num_classes": 1,                     # K foreground classes of the coarse head
+     "pixel_mean": [...], "pixel_std": [...],   # C values each, [0, 1] intensity units
+     "architecture": {...},                # SAM-2: resolved YAML model node; SAM-1: ViT/decoder sizes
+     "coarse_head": {"use_high_res": bool},
+     "module_shapes": {...},               # layers whose widths differ (pruning), see module_shapes.py
+     "adapters": [...]}                    # encoder adapters attached after the base is built
+
+Build order (the same for every entry point): base SAM module at RGB input, random init -> official
+weights into it (if any; SAM-1 position tables resized to ``image_size``) -> wrapper (patch embedding
+adapted to ``in_channels`` by the rule in :mod:`.channels`, coarse head) -> ``module_shapes`` ->
+``adapters`` -> medsam_kit weights (if any, every key strict).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+from torch import nn
+
+from medsam_kit.models.adapters import attach_adapters
+from medsam_kit.models.channels import default_normalization
+from medsam_kit.models.checkpoints import (
+    FORMAT_NAME,
+    Checkpoint,
+    CheckpointError,
+    load_state_dict_strict,
+    read_checkpoint,
+)
+from medsam_kit.models.module_shapes import apply_module_shapes
+from medsam_kit.models.sam1_builder import build_sam1_module, check_sam1_image_size, resize_sam1_state_dict
+from medsam_kit.models.sam2_builder import BACKBONE_STRIDE, build_sam2_module, check_sam2_image_size
+from medsam_kit.models.segmenter_model import SegmenterModel
+
+CONFIG_KEYS = (
+    "model_name",
+    "family",
+    "image_size",
+    "in_channels",
+    "num_classes",
+    "pixel_mean",
+    "pixel_std",
+    "architecture",
+    "coarse_head",
+    "module_shapes",
+    "adapters",
+)
+
+
+def make_config(
+    model_name: str,
+    family: str,
+    architecture: dict[str, Any],
+    image_size: int,
+    in_channels: int = 3,
+    num_classes: int = 1,
+    pixel_mean: list[float] | None = None,
+    pixel_std: list[float] | None = None,
+    coarse_head: dict[str, Any] | None = None,
+    module_shapes: dict[str, Any] | None = None,
+    adapters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A validated model config (module docstring); normalisation defaults follow ``in_channels``."""
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes counts foreground classes and must be >= 1, got {num_classes!r}")
+    default_mean, default_std = default_normalization(in_channels)
+    config = {
+        "model_name": model_name,
+        "family": family,
+        "image_size": image_size,
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+        "pixel_mean": [float(v) for v in (pixel_mean if pixel_mean is not None else default_mean)],
+        "pixel_std": [float(v) for v in (pixel_std if pixel_std is not None else default_std)],
+        "architecture": copy.deepcopy(architecture),
+        "coarse_head": dict(coarse_head or {"use_high_res": family == "sam2"}),
+        "module_shapes": copy.deepcopy(module_shapes or {}),
+        "adapters": copy.deepcopy(adapters or []),
+    }
+    return with_image_size(config, image_size)
+
+
+def check_config(config: dict[str, Any], source: str = "model config") -> None:
+    """Raise ``ValueError`` naming ``source`` if a config lacks keys or has an unknown family."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{source}: expected a dict, got {type(config).__name__}")
+    missing = [k for k in CONFIG_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"{source}: model config lacks {missing}; expected keys {list(CONFIG_KEYS)}")
+    if config["family"] not in ("sam2", "sam"):
+        raise ValueError(f"{source}: unknown family {config['family']!r}; expected 'sam2' or 'sam'")
+
+
+def with_image_size(config: dict[str, Any], image_size: int) -> dict[str, Any]:
+    """Copy of ``config`` at input side ``image_size`` (every size-dependent architecture entry updated)."""
+    config = copy.deepcopy(config)
+    arch = config["architecture"]
+    if config["family"] == "sam2":
+        check_sam2_image_size(image_size, arch["image_encoder"]["trunk"].get("window_spec"))
+        layer = arch["memory_attention"]["layer"]
+        feat = image_size // BACKBONE_STRIDE
+        for attention in (layer["self_attention"], layer["cross_attention"]):
+            attention["feat_sizes"] = [feat, feat]
+    else:
+        check_sam1_image_size(image_size)
+    arch["image_size"] = config["image_size"] = image_size
+    return config
+
+
+def build_sam_module(config: dict[str, Any]) -> nn.Module:
+    """The official base module (``SAM2Base`` / ``Sam``) with RGB input and random init."""
+    if config["family"] == "sam2":
+        return build_sam2_module(config["architecture"])
+    return build_sam1_module(config["architecture"])
+
+
+def model_from_config(
+    config: dict[str, Any], official_state: dict | None = None, source: str | os.PathLike = "state dict"
+) -> SegmenterModel:
+    """Build the network ``config`` describes; random init unless ``official_state`` (official keys) is given."""
+    check_config(config)
+    sam = build_sam_module(config)
+    if official_state is not None:
+        if config["module_shapes"]:
+            raise CheckpointError(
+                f"config of {config['model_name']!r} describes modified layer widths (module_shapes), which an "
+                f"official checkpoint ({source}) cannot fill; load the medsam_kit checkpoint of that model instead"
+            )
+        if config["family"] == "sam":
+            official_state = resize_sam1_state_dict(official_state, {k: v.shape for k, v in sam.state_dict().items()})
+        load_state_dict_strict(sam, official_state, source, target=f"model {config['model_name']!r}")
+    model = SegmenterModel(sam, config)
+    apply_module_shapes(model, config["module_shapes"])
+    attach_adapters(model, config["adapters"])
+    return model
+
+
+def model_from_checkpoint(
+    checkpoint: str | os.PathLike | Checkpoint,
+    name: str | None = None,
+    image_size: int | None = None,
+    in_channels: int | None = None,
+    num_classes: int | None = None,
+    device: str = "cpu",
+) -> SegmenterModel:
+    """Rebuild a model from a medsam_kit checkpoint alone (its config + weights), in eval mode.
+
+    ``name`` / ``in_channels`` / ``num_classes``, when given, must match what the file stores;
+    ``image_size`` may differ (SAM-1 position tables are interpolated, SAM-2 needs no change).
+    """
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint)
+    if ckpt.kind != FORMAT_NAME:
+        raise CheckpointError(
+            f"{ckpt.path} is an official '{ckpt.kind}' checkpoint without a model config; "
+            "load it with load_model(NAME, checkpoint=...) naming the registry model it belongs to"
+        )
+    try:
+        check_config(ckpt.config, source=f"checkpoint {ckpt.path}")
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
+    config = ckpt.config
+    for label, wanted in (("model_name", name), ("in_channels", in_channels), ("num_classes", num_classes)):
+        if wanted is not None and wanted != config[label]:
+            raise CheckpointError(
+                f"checkpoint {ckpt.path} holds {label}={config[label]!r}, but {wanted!r} was requested; "
+                f"omit {label if label != 'model_name' else 'the model name'} to use the stored value"
+            )
+    if image_size is not None and image_size != config["image_size"]:
+        config = with_image_size(config, image_size)
+    model = model_from_config(config)
+    state = ckpt.state_dict
+    if config["family"] == "sam":
+        state = resize_sam1_state_dict(state, {k: v.shape for k, v in model.state_dict().items()})
+    load_state_dict_strict(model, state, ckpt.path, target=f"model {config['model_name']!r} from its stored config")
+    return model.to(device).eval()
+
+
+def build_model(
+    config: dict[str, Any], checkpoint: str | os.PathLike | Checkpoint | None = None, device: str = "cpu"
+) -> SegmenterModel:
+    """Model for ``config``, with weights from ``checkpoint`` (any supported format), in eval mode.
+
+    A medsam_kit checkpoint brings its own config: it must be one of the same registry model, and
+    its stored architecture wins (see :func:`model_from_checkpoint`).
+    """
+    if checkpoint is None:
+        return model_from_config(config).to(device).eval()
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint)
+    if ckpt.kind == FORMAT_NAME:
+        return model_from_checkpoint(ckpt, name=config["model_name"], image_size=config["image_size"], device=device)
+    return model_from_config(config, official_state=ckpt.state_dict, source=ckpt.path).to(device).eval()
