@@ -18,3 +18,12 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     assert namespace["scores"]["WT"]["dice"] == 1.0  # the label against itself
     assert 0.5 < namespace["result"].summary["classes"]["WT"]["dice"]["mean"] < 1.0
     assert (tmp_path / "out" / "seg_dicom").is_dir() and (tmp_path / "eval" / "summary.json").is_file()
+
+
+def test_readme_models_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    (models_block,) = [b for b in blocks if "load_model" in b]
+    namespace: dict = {}
+    exec(compile(models_block, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    assert tuple(namespace["coarse"].shape) == (2, 4, 128, 128)
+    assert tuple(namespace["mask_logits"].shape) == (2, 1, 128, 128)
