@@ -11,6 +11,7 @@ Public API (heavy modules are imported on first use, so ``import medsam_kit`` st
 * synthetic data: :func:`generate_phantoms`, :func:`simulate_predictions`
 * checks and preparation: :func:`check_dataset`, :func:`prepare`, :func:`load_prepared`
 * evaluation: :func:`evaluate_folders`, :func:`class_metrics`
+* models and inference: :func:`load_model`, :func:`list_models`, :class:`Segmenter`
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ _EXPORTS = {
     "load_prepared": "medsam_kit.data.cache",
     "evaluate_folders": "medsam_kit.engine.evaluation",
     "class_metrics": "medsam_kit.engine.metrics",
+    "load_model": "medsam_kit.models",
+    "list_models": "medsam_kit.models",
+    "Segmenter": "medsam_kit.infer",
 }
 
 __all__ = ["__version__", *_EXPORTS]

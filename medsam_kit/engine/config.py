@@ -1,0 +1,274 @@
+"""Experiment configuration: typed sections loaded from YAML, unknown keys rejected, resolved copy saved.
+
+A config file has these sections (every key optional; defaults below)::
+
+    name: acdc_supervised
+    model:     {name, image_size, in_channels (null: from the data), checkpoint, options}
+    data:      {prepared | raw + dataset, num_workers}
+    sampler:   {foreground_probability, pad_mode}          # 2D slices, patch = model image size
+    optim:     {lr, weight_decay, betas, warmup_steps, min_lr_ratio, grad_clip}
+    train:     {steps, batch_size, grad_accumulation, amp, checkpoint_every, val_every,
+                validate_at_start, val_batch_size, seed, device}
+    trainable: {freeze: [pattern, ...]}
+    method:    {name: supervised, <the method's own keys>}
+
+``trainable.freeze`` patterns are regular expressions matched in full against the part names of
+``SegmenterModel.parameter_groups()`` (``image_encoder``, ``prompt_encoder``, ``mask_decoder``,
+``coarse_head``, ``memory``, ...); a pattern that names no part is searched in parameter names
+(e.g. ``'sam\\.image_encoder\\.trunk\\.blocks\\.[0-2]\\.'``). A pattern matching nothing is an error.
+
+The method section's keys other than ``name`` belong to the method (checked by
+:func:`medsam_kit.methods.get_method` when the config is loaded).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    """Which network: registry ``name`` (real sizes: ``sam2.1_hiera_tiny`` ... ``sam_vit_h``).
+
+    Attributes:
+        name: registry model name (:func:`medsam_kit.models.list_models`).
+        image_size: square model input side S; slices are sampled as S x S patches.
+        in_channels: input channels; None takes the prepared data's channel count.
+        checkpoint: official / MedSAM / medsam_kit checkpoint to start from, or None (random init).
+        options: extra model config options (``pixel_mean``, ``pixel_std``, ``adapters``, ...).
+    """
+
+    name: str = "sam2.1_hiera_tiny_test"
+    image_size: int = 128
+    in_channels: int | None = None
+    checkpoint: str | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Where the cases come from: a prepared folder, or a raw folder prepared into ``RUN/prepared``.
+
+    Attributes:
+        prepared: folder written by ``medsam-kit prepare`` (has ``cases.json`` and ``split.json``).
+        raw: raw dataset folder (used when ``prepared`` is None); needs ``dataset``.
+        dataset: adapter name for ``raw`` ('acdc', 'bhsd', 'brats', 'brats2021', 'em', 'nnunet').
+        num_workers: DataLoader worker processes (0: load in the training process).
+    """
+
+    prepared: str | None = None
+    raw: str | None = None
+    dataset: str | None = None
+    num_workers: int = 0
+
+
+@dataclass
+class SamplerConfig:
+    """2D slice sampling (:class:`medsam_kit.data.samplers.SliceSampler`), patch = model image size.
+
+    Attributes:
+        foreground_probability: chance a sample is centred on a foreground voxel (class drawn uniformly).
+        pad_mode: 'constant', 'edge' or 'reflect' for slices smaller than the patch.
+    """
+
+    foreground_probability: float = 0.67
+    pad_mode: str = "constant"
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay to ``lr * min_lr_ratio``."""
+
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.01
+    grad_clip: float | None = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Loop length and bookkeeping.
+
+    Attributes:
+        steps: optimizer steps.
+        batch_size: slices per micro-batch.
+        grad_accumulation: micro-batches per optimizer step (effective batch = product).
+        amp: 'auto' (mixed precision on CUDA only), true or false.
+        checkpoint_every: write ``last.pt`` every N steps (and always at the end).
+        val_every: validate every N steps (and at the end); 0 disables validation.
+        validate_at_start: also validate the untrained model (step 0), for comparison.
+        val_batch_size: slices per forward pass in validation.
+        seed: seeds sampling, prompts and initialisation.
+        device: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...
+    """
+
+    steps: int = 300
+    batch_size: int = 4
+    grad_accumulation: int = 1
+    amp: Any = "auto"
+    checkpoint_every: int = 100
+    val_every: int = 100
+    validate_at_start: bool = False
+    val_batch_size: int = 8
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class TrainableConfig:
+    """Parts to freeze (patterns, see the module docstring); everything else trains."""
+
+    freeze: list = field(default_factory=list)
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment; :func:`load_config` / :func:`config_from_dict` build it with checks."""
+
+    name: str = "experiment"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    method: dict = field(default_factory=lambda: {"name": "supervised"})
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (YAML/JSON-compatible)."""
+        return dataclasses.asdict(self)
+
+
+def _check_type(value: Any, annotation: str, where: str) -> Any:
+    """Light type check for YAML scalars (ints accepted where floats are expected)."""
+    hint = eval(annotation, {"Any": Any, "list": list, "dict": dict})  # noqa: S307 - our own annotations only
+    allowed: tuple = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if Any in allowed:
+        return value
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ValueError(f"config key {where} must not be empty (null)")
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if int in allowed and isinstance(value, bool):
+        raise ValueError(f"config key {where} must be an integer, got {value!r}")
+    if not isinstance(value, tuple(t for t in allowed if t is not type(None))):
+        names = " or ".join(t.__name__ for t in allowed)
+        raise ValueError(f"config key {where} must be {names}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _section(cls, data: Any, where: str):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config section {where} must be a mapping of keys, got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s) {', '.join(f'{where}.{k}' for k in unknown)}; "
+            f"known keys in {where}: {', '.join(known)}"
+        )
+    values = {}
+    for name, value in data.items():
+        values[name] = _check_type(value, known[name].type, f"{where}.{name}")
+    return cls(**values)
+
+
+_SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "sampler": SamplerConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "trainable": TrainableConfig,
+}
+
+
+def config_from_dict(data: dict, source: str = "config") -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from nested plain data.
+
+    Raises:
+        ValueError: unknown section or key (the message names it and lists the known ones), a
+            value of the wrong type, or a method key the method does not know.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    data = copy.deepcopy(data)
+    known = {"name", "method", *_SECTIONS}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown config section(s) {unknown}; known sections: {sorted(known)}")
+    try:
+        sections = {key: _section(cls, data.get(key), key) for key, cls in _SECTIONS.items()}
+        method = data.get("method") or {"name": "supervised"}
+        if not isinstance(method, dict) or "name" not in method:
+            raise ValueError("config section method must be a mapping with a 'name' (e.g. name: supervised)")
+        from medsam_kit.methods import method_params  # lazy: methods import engine modules
+
+        method = {"name": method["name"], **dataclasses.asdict(method_params(method))}
+        config = ExperimentConfig(name=str(data.get("name", "experiment")), method=method, **sections)
+        _validate(config)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from exc
+    return config
+
+
+def _validate(config: ExperimentConfig) -> None:
+    t = config.train
+    for key in ("steps", "batch_size", "grad_accumulation", "val_batch_size"):
+        if getattr(t, key) < 1:
+            raise ValueError(f"train.{key} must be >= 1, got {getattr(t, key)}")
+    if t.checkpoint_every < 1 or t.val_every < 0:
+        raise ValueError("train.checkpoint_every must be >= 1 and train.val_every >= 0")
+    if t.amp not in ("auto", True, False):
+        raise ValueError(f"train.amp must be 'auto', true or false, got {t.amp!r}")
+    if not 0.0 <= config.sampler.foreground_probability <= 1.0:
+        raise ValueError("sampler.foreground_probability must be in [0, 1]")
+    if config.optim.lr <= 0 or not 0.0 <= config.optim.min_lr_ratio <= 1.0:
+        raise ValueError("optim.lr must be > 0 and optim.min_lr_ratio in [0, 1]")
+
+
+def load_config(path: str | os.PathLike, overrides: dict | None = None) -> ExperimentConfig:
+    """Read a YAML experiment config; ``overrides`` ``{"train.steps": 10, ...}`` are applied first.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not YAML, or a config error (see :func:`config_from_dict`), naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path} (see configs/experiments/ for examples)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return config_from_dict(data, source=str(path))
+
+
+def save_config(config: ExperimentConfig, path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML (atomically); :func:`load_config` reads it back equal."""
+    from medsam_kit.io import atomic_write_text
+
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
+    atomic_write_text(Path(path), text)
+    return Path(path)

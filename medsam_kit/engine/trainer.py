@@ -1,0 +1,398 @@
+"""The one training loop: any method (strategy object) on any prepared dataset, with resume.
+
+``Trainer(config, run_dir).fit()`` prepares the data if needed, builds the model, trains for
+``config.train.steps`` optimizer steps and leaves a complete run folder (:mod:`medsam_kit.engine.run`).
+
+* Data: 2D slices from the split's ``train_labeled`` cases (:class:`~medsam_kit.data.samplers.SliceSampler`,
+  S x S patches at the prepared spacing); sample ``i`` is seeded by ``(seed, 0, i)``, and micro-batch
+  ``m`` takes samples ``m*B .. m*B+B-1``, so a resumed run reads exactly the batches it would have read.
+* Labels are mapped to class indices ``0..K`` (label values may have gaps, e.g. BraTS 2021 ET = 4);
+  images go through :func:`medsam_kit.engine.intensity.to_unit`.
+* AdamW, linear warmup then cosine decay; gradient accumulation; gradient clipping; AMP on CUDA
+  (bfloat16 when supported, else float16 with a gradient scaler).
+* Validation: mean Dice per class on the split's ``val`` cases (never ``test``), slice by slice
+  with the coarse head (automatic mode), windows of S x S (MONAI sliding window) at the prepared
+  spacing as in training; ``best.pt`` follows the best mean Dice.
+* Resume: ``last.pt`` holds model, optimizer, scheduler, scaler, step and RNG states; losses after
+  a resume equal those of an uninterrupted run.
+
+The library never prints: progress goes to ``callbacks`` (objects with any of ``on_start(trainer,
+start_step, total_steps)``, ``on_step(step, logs)``, ``on_validation(step, result)``, ``on_end(result)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from torch.utils.data import DataLoader
+
+from medsam_kit.data.cache import load_prepared, prepare
+from medsam_kit.data.samplers import SliceSampler
+from medsam_kit.engine.config import ExperimentConfig, save_config
+from medsam_kit.engine.intensity import intensity_spec, to_unit, unit_pad_value
+from medsam_kit.engine.metrics import dice_iou
+from medsam_kit.engine.run import RunLog, checkpoint_path, rng_state, set_rng_state
+from medsam_kit.models import load_model, load_state_dict_strict, read_checkpoint, save_checkpoint
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` did: per-step mean losses, validations, best checkpoint."""
+
+    run_dir: Path
+    start_step: int
+    step: int
+    losses: list[float] = field(default_factory=list)
+    validations: list[dict] = field(default_factory=list)
+    best_val_dice: float | None = None
+    best_step: int | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else as given (error if CUDA is missing)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def lr_lambda(warmup: int, total: int, min_ratio: float):
+    """LR multiplier per step: linear warmup to 1 over ``warmup`` steps, then cosine to ``min_ratio``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def freeze_parts(model, patterns: list[str]) -> list[str]:
+    """Freeze parameters by part / name patterns (see :mod:`medsam_kit.engine.config`); returns frozen names."""
+    groups = model.parameter_groups()
+    names = {id(p): n for n, p in model.named_parameters()}
+    frozen: list[str] = []
+    for pattern in patterns:
+        parts = [g for g in groups if re.fullmatch(pattern, g)]
+        if parts:
+            params = [p for g in parts for p in groups[g]]
+        else:
+            params = [p for n, p in model.named_parameters() if re.search(pattern, n)]
+        if not params:
+            raise ValueError(
+                f"trainable.freeze pattern {pattern!r} matches no model part ({', '.join(groups)}) and no "
+                "parameter name"
+            )
+        for p in params:
+            p.requires_grad_(False)
+            frozen.append(names[id(p)])
+    return frozen
+
+
+class Trainer:
+    """One training loop for every method (module docstring).
+
+    Args:
+        config: the experiment (:func:`medsam_kit.engine.config.load_config`).
+        run_dir: the run folder (created).
+        callbacks: progress observers (module docstring).
+        method: a method object; default ``get_method(config.method)``.
+        tensorboard: write TensorBoard scalars when the package is installed.
+    """
+
+    def __init__(self, config: ExperimentConfig, run_dir, *, callbacks=(), method=None,
+                 tensorboard: bool = True) -> None:
+        from medsam_kit.methods import get_method  # methods import engine.losses
+
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.callbacks = list(callbacks)
+        self.method = method if method is not None else get_method(config.method)
+        self.tensorboard = tensorboard
+        self.device = resolve_device(config.train.device)
+        self.model = None
+        self._prepared: Path | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _notify(self, event: str, *args) -> None:
+        for callback in self.callbacks:
+            handler = getattr(callback, event, None)
+            if handler is not None:
+                handler(*args)
+
+    def prepared_dir(self, progress=None) -> Path:
+        """The prepared data folder; a raw ``data.raw`` folder is prepared into ``RUN/prepared`` first."""
+        data = self.config.data
+        if data.prepared:
+            return Path(data.prepared)
+        if data.raw:
+            if not data.dataset:
+                raise ValueError("data.raw needs data.dataset (acdc, bhsd, brats, brats2021, em, nnunet)")
+            if self._prepared is None:  # once per Trainer; a re-run of prepare skips up-to-date cases anyway
+                prepare(data.dataset, data.raw, self.run_dir / "prepared", progress=progress)
+                self._prepared = self.run_dir / "prepared"
+            return self._prepared
+        raise ValueError("the config names no data: set data.prepared or data.raw + data.dataset (or --data DIR)")
+
+    def setup(self, progress=None) -> None:
+        """Load data and split, build the model and method; write config / fingerprint / plan / split."""
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        prepared_dir = self.prepared_dir(progress)
+        dataset = load_prepared(prepared_dir)
+        split_path = prepared_dir / "split.json"
+        if not split_path.is_file():
+            raise FileNotFoundError(
+                f"{split_path}: no split; re-run `medsam-kit prepare` with --split-protocol (training needs "
+                "train_labeled and val cases)"
+            )
+        split = json.loads(split_path.read_text(encoding="utf-8"))
+        if not split.get("train_labeled"):
+            raise ValueError(f"{split_path}: the split has no train_labeled cases")
+        self.plan = dataset.plan
+        self.train_cases = dataset.select(split["train_labeled"])
+        self.val_cases = dataset.select(split.get("val", []))
+        self.class_values = sorted(v for v in self.plan.label_names if v != 0)
+        lut = np.zeros(max([0, *self.plan.label_names]) + 1, np.int64)
+        lut[self.class_values] = np.arange(1, len(self.class_values) + 1)
+        self.label_lut = torch.from_numpy(lut)
+        self.intensity = intensity_spec(self.plan)
+        in_channels = len(self.plan.channel_names)
+        if cfg.model.in_channels not in (None, in_channels):
+            raise ValueError(
+                f"model.in_channels is {cfg.model.in_channels} but the data has {in_channels} channel(s) "
+                f"{list(self.plan.channel_names)}; leave it null to follow the data"
+            )
+
+        torch.manual_seed(cfg.train.seed)  # deterministic random init
+        options = dict(cfg.model.options)
+        self.model = load_model(cfg.model.name, cfg.model.checkpoint, image_size=cfg.model.image_size,
+                                in_channels=in_channels, num_classes=len(self.class_values), **options)
+        self.model.to(self.device)
+        self.frozen = freeze_parts(self.model, list(cfg.trainable.freeze))
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("trainable.freeze froze every parameter; nothing to train")
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(o.warmup_steps, cfg.train.steps, o.min_lr_ratio)
+        )
+        amp = cfg.train.amp
+        self.amp = self.device.type == "cuda" and amp in ("auto", True)
+        self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.extra = {
+            "dataset": self.plan.dataset,
+            "label_names": {int(k): v for k, v in self.plan.label_names.items()},
+            "class_values": list(self.class_values),
+            "channel_names": list(self.plan.channel_names),
+            "plan": json.loads(json.dumps(self.plan.to_dict())),  # lists, as in plan.json
+            "intensity_to_unit": dict(self.intensity),
+        }
+        save_config(cfg, self.run_dir / "config.yaml")
+        for name in ("fingerprint.json", "plan.json", "split.json"):
+            text = (prepared_dir / name).read_text(encoding="utf-8")
+            target = self.run_dir / name
+            if not target.is_file() or target.read_text(encoding="utf-8") != text:
+                target.write_text(text, encoding="utf-8")
+
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, which: str, step: int, val_dice: float | None, with_state: bool) -> Path:
+        extra = {**self.extra, "step": step}
+        if val_dice is not None:
+            extra["val_dice"] = float(val_dice)
+        if with_state:
+            extra["trainer_state"] = {
+                "step": step,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "method": self.method.state_dict(),
+                "rng": rng_state(),
+                "best_val_dice": self.best_val_dice,
+                "best_step": self.best_step,
+            }
+        return save_checkpoint(self.model, checkpoint_path(self.run_dir, which), extra)
+
+    def _resume(self) -> int:
+        path = checkpoint_path(self.run_dir, "last")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: nothing to resume; start without --resume")
+        ckpt = read_checkpoint(path)
+        state = ckpt.extra.get("trainer_state")
+        if state is None:
+            raise ValueError(f"{path} has no trainer_state; it cannot be resumed")
+        load_state_dict_strict(self.model, ckpt.state_dict, path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.method.load_state_dict(state.get("method", {}))
+        self.best_val_dice, self.best_step = state["best_val_dice"], state["best_step"]
+        set_rng_state(state["rng"])
+        return int(state["step"])
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self, start_step: int) -> DataLoader:
+        t = self.config.train
+        per_step = t.batch_size * t.grad_accumulation
+        sampler = SliceSampler(
+            self.train_cases,
+            patch_size=(self.model.image_size,) * 2,
+            foreground_probability=self.config.sampler.foreground_probability,
+            pad_mode=self.config.sampler.pad_mode,
+            num_samples=t.steps * per_step,
+            seed=t.seed,
+        )
+        return DataLoader(
+            sampler,
+            batch_size=t.batch_size,
+            sampler=range(start_step * per_step, t.steps * per_step),
+            num_workers=self.config.data.num_workers,
+            generator=torch.Generator().manual_seed(t.seed),  # keeps the global RNG untouched
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _to_device(self, batch: dict) -> dict:
+        return {
+            "image": to_unit(batch["image"], self.intensity).to(self.device, non_blocking=True),
+            "label": self.label_lut[batch["label"]].to(self.device, non_blocking=True),
+        }
+
+    def fit(self, resume: bool = False, stop_at: int | None = None, progress=None) -> FitResult:
+        """Train to ``config.train.steps`` (or stop after step ``stop_at``, as an interruption would).
+
+        Args:
+            resume: continue from ``RUN/checkpoints/last.pt``.
+            stop_at: stop after this step (checkpointing it), leaving the schedule of the full run.
+            progress: ``progress(done, total)`` for data preparation from a raw folder.
+
+        Raises:
+            FileExistsError: the run folder already holds a run and ``resume`` is False.
+        """
+        if not resume and checkpoint_path(self.run_dir, "last").is_file():
+            raise FileExistsError(
+                f"{self.run_dir} already holds a training run; pass --resume to continue it or choose another --out"
+            )
+        self.setup(progress)
+        t = self.config.train
+        self.best_val_dice, self.best_step = None, None
+        start = self._resume() if resume else 0
+        log = RunLog(self.run_dir, tensorboard=self.tensorboard)
+        log.restart(start)
+        end = t.steps if stop_at is None else min(t.steps, stop_at)
+        result = FitResult(self.run_dir, start, start)
+        self._notify("on_start", self, start, end)
+        try:
+            if t.validate_at_start and start == 0 and self.val_cases.entries:
+                self._validate_and_log(0, log, result)
+            self.model.train()
+            batches = iter(self._loader(start))
+            micro = start * t.grad_accumulation
+            for step in range(start + 1, end + 1):
+                tic = time.perf_counter()
+                self.optimizer.zero_grad(set_to_none=True)
+                sums: dict[str, float] = {}
+                for _ in range(t.grad_accumulation):
+                    batch = self._to_device(next(batches))
+                    with self._autocast():
+                        loss, logs = self.method.loss(self.model, batch, micro)
+                    self.scaler.scale(loss / t.grad_accumulation).backward()
+                    micro += 1
+                    for key, value in logs.items():
+                        sums[key] = sums.get(key, 0.0) + value / t.grad_accumulation
+                if self.config.optim.grad_clip:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.params, self.config.optim.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.scheduler.step()
+                record = {"kind": "train", "step": step, **sums, "lr": lr, "seconds": time.perf_counter() - tic}
+                log.log(record)
+                result.losses.append(sums["loss"])
+                result.step = step
+                self._notify("on_step", step, record)
+                validate = t.val_every and (step % t.val_every == 0 or step == t.steps)
+                if validate and self.val_cases.entries:
+                    self._validate_and_log(step, log, result)
+                    self.model.train()
+                if step % t.checkpoint_every == 0 or step == end:
+                    self._save("last", step, None, with_state=True)
+            log.plot()
+        finally:
+            log.close()
+        result.best_val_dice, result.best_step = self.best_val_dice, self.best_step
+        self._notify("on_end", result)
+        return result
+
+    def _validate_and_log(self, step: int, log: RunLog, result: FitResult) -> None:
+        val = self.validate()
+        record = {"kind": "val", "step": step, **val}
+        log.log(record)
+        result.validations.append(record)
+        if step > 0 and (self.best_val_dice is None or val["val_dice"] > self.best_val_dice):
+            self.best_val_dice, self.best_step = val["val_dice"], step
+            self._save("best", step, val["val_dice"], with_state=False)
+        self._notify("on_validation", step, record)
+        log.plot()
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def predict_case(self, image: np.ndarray) -> np.ndarray:
+        """Coarse-head labels ``(Z, Y, X)`` (label values) for a preprocessed image ``(C, Z, Y, X)``."""
+        model = self.model
+        size = model.image_size
+        x = torch.from_numpy(np.ascontiguousarray(to_unit(np.asarray(image), self.intensity))).permute(1, 0, 2, 3)
+        values = torch.tensor([0, *self.class_values])
+        out = []
+        batch = self.config.train.val_batch_size
+        for z0 in range(0, x.shape[0], batch):
+            chunk = x[z0 : z0 + batch].to(self.device)
+            with self._autocast():
+                logits = sliding_window_inference(
+                    chunk, (size, size), batch, lambda t: model.coarse_logits(model.encode(t)),
+                    overlap=0.25, cval=unit_pad_value(self.intensity),
+                )
+            out.append(values[logits.float().argmax(1).cpu()])
+        return torch.cat(out).numpy()
+
+    def validate(self) -> dict[str, Any]:
+        """Mean Dice per class over the val cases (coarse head, automatic mode).
+
+        Returns:
+            ``{"val_dice": mean over classes, "val_dice_per_class": {name: mean over cases}}``; a case
+            where a class is absent from both prediction and label does not count for that class.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        scores: dict[int, list[float]] = {v: [] for v in self.class_values}
+        for case in self.val_cases:
+            pred = self.predict_case(case.image)
+            label = np.asarray(case.label)
+            for value in self.class_values:
+                if (pred == value).any() or (label == value).any():
+                    scores[value].append(dice_iou(pred == value, label == value)[0])
+        self.model.train(was_training)
+        names = self.plan.label_names
+        per_class = {names[v]: float(np.mean(s)) if s else float("nan") for v, s in scores.items()}
+        finite = [d for d in per_class.values() if not math.isnan(d)]
+        return {"val_dice": float(np.mean(finite)) if finite else 0.0, "val_dice_per_class": per_class}

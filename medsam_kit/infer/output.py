@@ -1,0 +1,121 @@
+"""Write a :class:`~medsam_kit.infer.segmenter.SegmentationResult` next to its input.
+
+Files for an output path ``OUT.nii.gz`` (any volume suffix :func:`medsam_kit.io.write_volume` knows):
+
+* ``OUT.nii.gz`` — labels ``(Z, Y, X)`` uint8 on the input's grid, with its geometry;
+* ``OUT.json`` — sidecar: ``{"labels": {"0": "background", ...}, "mode", "geometry", "source", ...}``;
+* ``OUT_prob_<name>.nii.gz`` — optional per-class probability maps (float32, same grid);
+* ``OUT_overlay.png`` — optional montage of a few slices with the labels drawn over the image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medsam_kit.io import Volume, atomic_path, atomic_write_text, strip_volume_suffix, write_volume
+
+SIDECAR_FORMAT = "medsam-kit-segmentation"
+
+
+def _stem(path: Path) -> Path:
+    return path.with_name(strip_volume_suffix(path.name))
+
+
+def _suffix(path: Path) -> str:
+    return path.name[len(strip_volume_suffix(path.name)):] or ".nii.gz"
+
+
+def overlay_slices(labels: np.ndarray, count: int = 6) -> list[int]:
+    """Up to ``count`` slice indices to show: evenly spread over the slices holding labels (else all)."""
+    labelled = np.flatnonzero(labels.reshape(labels.shape[0], -1).any(axis=1))
+    pool = labelled if len(labelled) else np.arange(labels.shape[0])
+    picks = np.linspace(0, len(pool) - 1, num=min(count, len(pool))).round().astype(int)
+    return sorted({int(pool[p]) for p in picks})
+
+
+def write_overlay(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, label_names: dict[int, str],
+                  count: int = 6) -> Path:
+    """PNG montage of ``count`` slices: ``image`` ``(Z, Y, X)`` (first channel) in grey, ``labels`` in colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    slices = overlay_slices(labels, count)
+    values = [v for v in sorted(label_names) if v != 0]
+    colours = plt.get_cmap("tab10")
+    cmap = ListedColormap([(0, 0, 0, 0)] + [colours(i % 10) for i in range(max(values, default=0))])
+    fig, axes = plt.subplots(1, len(slices), figsize=(3 * len(slices), 3.2), squeeze=False)
+    for ax, z in zip(axes[0], slices, strict=True):
+        ax.imshow(image[z], cmap="gray")
+        ax.imshow(np.ma.masked_equal(labels[z], 0), cmap=cmap, vmin=0, vmax=max(max(values, default=1), 1),
+                  alpha=0.5, interpolation="nearest")
+        ax.set_title(f"slice {z}")
+        ax.axis("off")
+    handles = [Patch(color=cmap(v), label=label_names[v]) for v in values]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_result(path: str | os.PathLike, result: Any, *, image: np.ndarray | None = None,
+                 probabilities: bool = False, overlay: bool = False, source: str | None = None) -> dict[str, Path]:
+    """Write labels (+ sidecar, probability maps, overlay) of a ``SegmentationResult``.
+
+    Args:
+        path: the label file (suffix picks the format; ``.nii.gz`` when it has none).
+        result: a :class:`~medsam_kit.infer.segmenter.SegmentationResult`.
+        image: ``(Z, Y, X)`` or ``(C, Z, Y, X)`` input image, needed for ``overlay``.
+        probabilities: write ``result.probabilities`` (must have been requested).
+        overlay: write the PNG montage.
+        source: input file name recorded in the sidecar.
+
+    Returns:
+        ``{"labels": ..., "sidecar": ..., "prob_<name>": ..., "overlay": ...}`` paths written.
+    """
+    path = Path(path)
+    if strip_volume_suffix(path.name) == path.name:
+        path = path.with_name(path.name + ".nii.gz")
+    stem, suffix = _stem(path), _suffix(path)
+    written = {"labels": write_volume(path, Volume(result.labels.astype(np.uint8), result.geometry,
+                                                   {"format": "labels"}))}
+    sidecar: dict[str, Any] = {
+        "format": SIDECAR_FORMAT,
+        "labels": {str(k): v for k, v in sorted(result.label_names.items())},
+        "present": sorted(int(v) for v in np.unique(result.labels)),
+        "mode": result.mode,
+        "shape_zyx": list(result.labels.shape),
+        "geometry": result.geometry.to_dict(),
+        "source": source,
+        "files": {"labels": path.name},
+    }
+    if probabilities:
+        if result.probabilities is None:
+            raise ValueError("probability maps were not computed; segment with return_probabilities=True")
+        for value, prob in sorted(result.probabilities.items()):
+            name = result.label_names.get(value, f"class_{value}")
+            prob_path = stem.with_name(f"{stem.name}_prob_{name}{suffix}")
+            written[f"prob_{name}"] = write_volume(prob_path, Volume(prob.astype(np.float32), result.geometry))
+            sidecar["files"][f"prob_{name}"] = prob_path.name
+    if overlay:
+        if image is None:
+            raise ValueError("an overlay needs the input image")
+        grey = image if image.ndim == 3 else image[0]
+        overlay_path = stem.with_name(f"{stem.name}_overlay.png")
+        written["overlay"] = write_overlay(overlay_path, grey, result.labels, result.label_names)
+        sidecar["files"]["overlay"] = overlay_path.name
+    sidecar_path = stem.with_name(f"{stem.name}.json")
+    atomic_write_text(sidecar_path, json.dumps(sidecar, indent=2) + "\n")
+    written["sidecar"] = sidecar_path
+    return written

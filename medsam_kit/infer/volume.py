@@ -1,0 +1,236 @@
+"""Prompted and automatic 3D segmentation slice by slice, with propagation through the volume.
+
+**Prompted**: the prompts of each label (a :class:`~medsam_kit.prompts.PromptSet`) are decoded on
+their slices; from every prompted slice the object is *propagated* in both directions: the next
+slice is decoded with the tight box of the previous slice's mask (SAM-1 style box propagation, as
+MedSAM's 3D inference does), until the mask vanishes (area below ``min_area`` pixels), another
+prompted slice of the same label is reached, or the volume ends. SAM-2 models use the same box
+propagation for now; SAM-2 memory-attention propagation (slices as video frames) is left for later.
+
+**Automatic**: the coarse semantic head labels every slice (batched, chunk by chunk), PCSW
+(:func:`medsam_kit.prompts.pcsw_prompts`) turns those coarse masks into one key slice + box +
+point per class, and the prompted path refines and propagates from there.
+
+**Multi-class assembly**: each class gives a probability (sigmoid of the decoder logits) per
+voxel; where classes overlap the most probable wins, and a voxel whose best probability is below
+``background_threshold`` is background. Only the running best probability and label are kept
+(``(Z, Y, X)`` float16 + uint8), so memory does not grow with the number of classes unless
+per-class probabilities are requested.
+
+Bounded memory: encoder features live only in the predictor's byte-bounded
+:class:`~medsam_kit.infer.cache.EmbeddingCache` and are computed ``batch_size`` slices at a time.
+Arrays are ``(C, Z, Y, X)`` model-input intensities in ``[0, 1]``; labels ``(Z, Y, X)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from medsam_kit.infer.slice_predictor import ResizeTransform, SlicePredictor
+from medsam_kit.prompts.from_masks import tight_box
+from medsam_kit.prompts.pcsw import TAU, pcsw_prompt_set, pcsw_prompts
+from medsam_kit.prompts.types import BoxPrompt, PromptSet, SlicePrompts
+
+
+@dataclass(frozen=True)
+class PropagationOptions:
+    """How far and how an object is followed from its prompted slice(s).
+
+    Attributes:
+        mask_threshold: logit above which a pixel is in the mask (0 = probability 0.5).
+        min_area: a propagated mask with fewer pixels ends the object in that direction.
+        box_margin: pixels added on every side of the previous mask's box (objects that grow
+            from slice to slice need room); 0 keeps the tight box.
+        max_distance: most slices propagated from a prompted slice in each direction (None: no limit).
+        propagate: False decodes only the prompted slices.
+    """
+
+    mask_threshold: float = 0.0
+    min_area: int = 4
+    box_margin: float = 2.0
+    max_distance: int | None = None
+    propagate: bool = True
+
+
+PredictFn = Callable[[int, BoxPrompt], np.ndarray]
+
+
+def propagate_object(predict: PredictFn, num_slices: int, seeds: dict[int, np.ndarray],
+                     options: PropagationOptions = PropagationOptions()) -> dict[int, np.ndarray]:
+    """Follow one object from its seed slices through the volume (the propagation rule of the module docstring).
+
+    Args:
+        predict: ``predict(slice_index, box) -> (Y, X)`` logits on that slice for an end-exclusive box.
+        num_slices: ``Z``.
+        seeds: ``{slice_index: (Y, X) logits}`` of the prompted slices.
+        options: thresholds and limits.
+
+    Returns:
+        ``{slice_index: (Y, X) logits}`` for the seeds and every propagated slice (where two seeds
+        reach the same slice, the element-wise maximum).
+    """
+    result = {z: np.asarray(v, dtype=np.float32) for z, v in seeds.items()}
+    if not options.propagate:
+        return result
+    for z0 in sorted(seeds):
+        for step in (1, -1):
+            previous = seeds[z0] > options.mask_threshold
+            z, travelled = z0 + step, 1
+            while 0 <= z < num_slices and z not in seeds:
+                if options.max_distance is not None and travelled > options.max_distance:
+                    break
+                if int(previous.sum()) < options.min_area:
+                    break
+                box = tight_box(previous)
+                if options.box_margin:
+                    box = BoxPrompt(box.x0 - options.box_margin, box.y0 - options.box_margin,
+                                    box.x1 + options.box_margin, box.y1 + options.box_margin).clipped(previous.shape)
+                logits = np.asarray(predict(z, box), dtype=np.float32)
+                mask = logits > options.mask_threshold
+                if int(mask.sum()) < options.min_area:
+                    break  # the object ended: the vanished slice is not kept
+                result[z] = np.maximum(result[z], logits) if z in result else logits
+                previous = mask
+                z, travelled = z + step, travelled + 1
+    return result
+
+
+class LabelAssembler:
+    """Running multi-class assembly on a ``(Z, Y, X)`` grid (see the module docstring).
+
+    Args:
+        shape_zyx: the grid.
+        label_values: the classes that may be added.
+        keep_probabilities: also keep one ``(Z, Y, X)`` float16 probability map per class.
+    """
+
+    def __init__(self, shape_zyx: Sequence[int], label_values: Sequence[int], keep_probabilities: bool = False
+                 ) -> None:
+        self.shape = tuple(int(s) for s in shape_zyx)
+        self.best_probability = np.zeros(self.shape, np.float16)
+        self.best_label = np.zeros(self.shape, np.uint8)
+        self.probabilities = ({int(v): np.zeros(self.shape, np.float16) for v in label_values}
+                              if keep_probabilities else None)
+
+    def add(self, label: int, z: int, logits: np.ndarray) -> None:
+        """Add class ``label``'s ``(Y, X)`` logits on slice ``z``."""
+        probability = torch.sigmoid(torch.as_tensor(logits)).numpy().astype(np.float16)
+        better = probability > self.best_probability[z]
+        self.best_probability[z][better] = probability[better]
+        self.best_label[z][better] = label
+        if self.probabilities is not None:
+            np.maximum(self.probabilities[label][z], probability, out=self.probabilities[label][z])
+
+    def labels(self, background_threshold: float = 0.5) -> np.ndarray:
+        """``(Z, Y, X)`` uint8: the most probable class where its probability exceeds the threshold, else 0."""
+        return np.where(self.best_probability > background_threshold, self.best_label, 0).astype(np.uint8)
+
+
+def decode_slice_prompts(predictor: SlicePredictor, volume_id: Hashable, image: np.ndarray, z: int,
+                         prompts: SlicePrompts) -> np.ndarray:
+    """``(Y, X)`` logits of one object on slice ``z``; several boxes (separate parts) are combined by maximum."""
+    shape_yx = image.shape[-2:]
+    mask_input = None
+    if prompts.mask is not None:
+        if predictor.mode == "native":
+            raise ValueError("mask prompts are only supported in 'longest' mode (whole slices resized)")
+        mask = torch.as_tensor(prompts.mask)[None, None]
+        mask = torch.nn.functional.interpolate(mask, size=tuple(shape_yx), mode="bilinear", align_corners=False)
+        zero_padded = ResizeTransform(tuple(int(v) for v in shape_yx), predictor.size)  # masks pad with 0, not image
+        mask_input = zero_padded.image_to_model(mask).to(predictor.device)
+    points = prompts.point_coords if len(prompts.points) else None
+    labels = prompts.point_labels if len(prompts.points) else None
+    boxes = prompts.boxes or (None,)
+    outputs = [predictor.predict(volume_id, image, z, box, points, labels, mask_input) for box in boxes]
+    return np.maximum.reduce(outputs) if len(outputs) > 1 else outputs[0]
+
+
+def segment_prompted(predictor: SlicePredictor, volume_id: Hashable, image: np.ndarray, prompts: PromptSet,
+                     options: PropagationOptions = PropagationOptions(), keep_probabilities: bool = False
+                     ) -> LabelAssembler:
+    """Prompted 3D segmentation of ``image`` ``(C, Z, Y, X)`` in ``[0, 1]``.
+
+    Args:
+        predictor: slice predictor (its cache keeps the encoder work of earlier calls).
+        volume_id: names ``image`` in the cache; the same id must always mean the same array.
+        image: model-input intensities, channels first.
+        prompts: per label, per slice prompts in slice pixels of ``image``.
+        options: propagation rule.
+        keep_probabilities: keep per-class probability maps in the result.
+
+    Returns:
+        The :class:`LabelAssembler`; ``.labels(background_threshold)`` is the label map.
+    """
+    _, nz, ny, nx = image.shape
+    assembler = LabelAssembler((nz, ny, nx), prompts.labels(), keep_probabilities)
+    last = {"z": None}
+
+    def predict(z: int, box: BoxPrompt) -> np.ndarray:
+        step = 1 if last["z"] is None or z > last["z"] else -1
+        last["z"] = z
+        # prefetch: one encoder batch ahead in the travel direction, not one call per slice
+        return predictor.predict(volume_id, image, z, box, prefetch_step=step)
+
+    for label in prompts.labels():
+        seeds = {}
+        for z in prompts.slices(label):
+            if not 0 <= z < nz:
+                raise ValueError(f"label {label}: prompt on slice {z} but the volume has {nz} slices (0..{nz - 1})")
+            seeds[z] = decode_slice_prompts(predictor, volume_id, image, z, prompts.get(label, z))
+        for z, logits in propagate_object(predict, nz, seeds, options).items():
+            assembler.add(label, z, logits)
+    return assembler
+
+
+def coarse_label_volume(predictor: SlicePredictor, volume_id: Hashable, image: np.ndarray,
+                        class_values: Sequence[int] | None = None) -> np.ndarray:
+    """Coarse-head labels ``(Z, Y, X)`` uint8 of ``image`` ``(C, Z, Y, X)``, ``batch_size`` slices at a time.
+
+    Args:
+        class_values: label value of coarse channel ``k`` (1-based) is ``class_values[k - 1]`` (the
+            trainer's rule: the dataset's sorted non-zero label values, e.g. BraTS 2021 ``[1, 2, 4]``);
+            None: channel k is label k.
+    """
+    _, nz, ny, nx = image.shape
+    lut = None if class_values is None else np.asarray([0, *class_values], dtype=np.uint8)
+    labels = np.zeros((nz, ny, nx), np.uint8)
+    for start in range(0, nz, predictor.batch_size):
+        indices = list(range(start, min(nz, start + predictor.batch_size)))
+        channels = predictor.coarse_labels(volume_id, image, indices)
+        labels[start:start + len(indices)] = channels if lut is None else lut[channels]
+    return labels
+
+
+def automatic_prompts(coarse_labels: np.ndarray, classes: Sequence[int], tau: float = TAU, min_voxels: int = 10
+                      ) -> PromptSet:
+    """PCSW prompts (key slice, box, positive point) per class from coarse ``(Z, Y, X)`` labels."""
+    return pcsw_prompt_set(pcsw_prompts(coarse_labels, classes=list(classes), tau=tau, min_voxels=min_voxels))
+
+
+def segment_automatic(predictor: SlicePredictor, volume_id: Hashable, image: np.ndarray, classes: Sequence[int],
+                      options: PropagationOptions = PropagationOptions(), keep_probabilities: bool = False,
+                      tau: float = TAU, min_voxels: int = 10
+                      ) -> tuple[LabelAssembler, PromptSet]:
+    """Automatic 3D segmentation: coarse head → PCSW prompts → decoder refinement → propagation.
+
+    ``classes`` are the label values of the coarse head's channels 1..K, in sorted order.
+
+    Returns:
+        ``(assembler, prompts)``: the assembled result (as :func:`segment_prompted`) and the PCSW
+        prompts used (a class without coarse foreground gets none and stays empty).
+    """
+    num_channels = getattr(predictor.model, "num_classes", len(classes))
+    if len(classes) != num_channels:
+        raise ValueError(f"the model's coarse head has {num_channels} classes but {len(classes)} label values "
+                         f"{list(classes)} were given; pass the label names the model was trained with")
+    coarse = coarse_label_volume(predictor, volume_id, image, sorted(int(c) for c in classes))
+    prompts = automatic_prompts(coarse, classes, tau=tau, min_voxels=min_voxels)
+    assembler = segment_prompted(predictor, volume_id, image, prompts, options, keep_probabilities)
+    for value in classes:  # classes PCSW found nothing for still get an (empty) probability map
+        if assembler.probabilities is not None and int(value) not in assembler.probabilities:
+            assembler.probabilities[int(value)] = np.zeros(assembler.shape, np.float16)
+    return assembler, prompts

@@ -1,0 +1,76 @@
+"""`medsam-kit train` front end: help, overrides, a short run from a raw folder, resume, errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from medsam_kit.cli import train
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "experiments" / "acdc_supervised.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medsam-kit")
+    train.register(parser.add_subparsers(dest="verb"))
+    return parser
+
+
+def test_help_explains(capsys):
+    with pytest.raises(SystemExit) as info:
+        _parser().parse_args(["train", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for words in ("--config", "--data", "--resume", "--device", "--steps", "checkpoints/best.pt", "prepared"):
+        assert words in text
+
+
+def test_overrides_tell_prepared_from_raw(tmp_path):
+    (tmp_path / "prep").mkdir()
+    (tmp_path / "prep" / "cases.json").write_text("{}")
+    args = _parser().parse_args(["train", "--config", "c.yaml", "--data", str(tmp_path / "prep"), "--steps", "5",
+                                 "--device", "cpu"])
+    assert train.config_overrides(args) == {"data.prepared": str(tmp_path / "prep"), "data.raw": None,
+                                            "train.device": "cpu", "train.steps": 5}
+    args = _parser().parse_args(["train", "--config", "c.yaml", "--data", str(tmp_path), "--dataset", "acdc"])
+    assert train.config_overrides(args) == {"data.raw": str(tmp_path), "data.prepared": None, "data.dataset": "acdc"}
+
+
+def test_train_from_raw_folder_then_resume(phantom_factory, tmp_path, capsys):
+    raw = phantom_factory("acdc", cases=5)
+    out = tmp_path / "run"
+    base = ["train", "--config", str(CONFIG), "--data", str(raw), "--out", str(out), "--device", "cpu"]
+    args = _parser().parse_args([*base, "--steps", "2"])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "trained steps 0..2 of acdc_supervised" in printed and "best val Dice" in printed
+    assert (out / "prepared" / "cases.json").is_file() and (out / "checkpoints" / "best.pt").is_file()
+    args = _parser().parse_args([*base, "--steps", "3", "--resume"])
+    assert args.func(args) == 0
+    assert "trained steps 2..3" in capsys.readouterr().out
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 2, 3, 3]  # val at start; train 1, 2; val at end of first run; train 3; val
+    args = _parser().parse_args(base)
+    with pytest.raises(FileExistsError, match="--resume"):
+        args.func(args)
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    shutil.copy(CONFIG, bad)
+    bad.write_text(bad.read_text().replace("batch_size:", "batchsize:"))
+    args = _parser().parse_args(["train", "--config", str(bad), "--out", str(tmp_path / "run")])
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown config key\(s\) train.batchsize"):
+        args.func(args)
+
+
+@pytest.mark.parametrize("name", ["acdc", "bhsd", "brats", "em"])
+def test_shipped_configs_load(name):
+    from medsam_kit.engine.config import load_config
+
+    config = load_config(CONFIG.parent / f"{name}_supervised.yaml")
+    assert config.data.dataset == name and config.model.name == "sam2.1_hiera_tiny_test"
