@@ -179,6 +179,9 @@ class Trainer:
 
         torch.manual_seed(cfg.train.seed)  # deterministic random init
         options = dict(cfg.model.options)
+        # Fine-tuned weights are ours: SAM-2's eval-mode multimask fallback would swap the trained
+        # single-mask token for untrained ones during validation (medsam_kit.models.factory).
+        options.setdefault("decoder_postprocessing", False)
         self.model = load_model(cfg.model.name, cfg.model.checkpoint, image_size=cfg.model.image_size,
                                 in_channels=in_channels, num_classes=len(self.class_values), **options)
         self.model.to(self.device)

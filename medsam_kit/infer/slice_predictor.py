@@ -12,10 +12,15 @@ inclusive corner pixels (:mod:`medsam_kit.models.segmenter_model`).
   unpadded area and resized back to ``(Y, X)`` (bilinear), as ``SamPredictor.postprocess_masks``.
 * ``"native"`` (models trained by :class:`~medsam_kit.engine.trainer.Trainer`, which sees ``S x S``
   windows of preprocessed slices at their own resolution): no resizing; an ``S x S`` *window* of the
-  slice (origin ``window = (y, x)``, padded where the slice is smaller) goes to the model. Windows
-  lie on a grid of stride ``S / 2`` so a second click near the first one reuses its embedding;
-  a prompt is decoded in the grid window that best contains its box, the coarse head runs on all
-  windows of a slice and averages their class probabilities.
+  slice (origin ``window = (y, x)``, padded where the slice is smaller) goes to the model. Along
+  an axis shorter than ``S`` the slice is *centred* (origin ``(n - S) // 2 <= 0``, padding on both
+  sides), as the trainer's crops and its sliding-window validation place it; longer axes get
+  windows on a grid of stride ``S / 2`` so a second click near the first one reuses its embedding.
+  A box is decoded in the slice-centred window when that window holds the whole box (the object
+  away from the window's edges, as in training) and no already-encoded window holds it too, else
+  in the grid window that best contains it;
+  the coarse head runs on all grid windows of a slice and averages their class probabilities over
+  the part of each window that lies on the slice.
 
 Unlike SAM's ``apply_coords`` (``x * scale``), points map pixel *centres* exactly
 (``(x + 0.5) * s - 0.5``) and boxes map their *edges* (``x * s``), so a box round-trips to itself.
@@ -48,7 +53,8 @@ class ResizeTransform:
         pad_value: model-input value of the padding (training pads with the model-input value of
             a preprocessed 0, :func:`medsam_kit.engine.intensity.unit_pad_value`).
         window: ``(y, x)`` origin of an ``S x S`` native-resolution window ("native" mode), or None
-            for "longest" mode (whole slice resized).
+            for "longest" mode (whole slice resized). An origin may be negative (the slice starts
+            inside the window: padding before it) and a window may run past the slice's end.
     """
 
     shape_yx: tuple[int, int]
@@ -57,11 +63,27 @@ class ResizeTransform:
     window: tuple[int, int] | None = None
 
     @property
+    def window_span(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        """Native window ↔ slice overlap: ``((sy, sx), (ty, tx), (h, w))``.
+
+        ``slice[sy:sy + h, sx:sx + w]`` is ``model_input[ty:ty + h, tx:tx + w]``; a negative origin
+        gives ``ty, tx > 0`` (padding before the slice). Only for windows (raises otherwise).
+        """
+        if self.window is None:
+            raise ValueError("window_span is defined for native windows only")
+        (ny, nx), size, (oy, ox) = self.shape_yx, self.size, self.window
+        sy, sx, ty, tx = max(0, oy), max(0, ox), max(0, -oy), max(0, -ox)
+        h, w = min(size - ty, ny - sy), min(size - tx, nx - sx)
+        if h <= 0 or w <= 0:
+            raise ValueError(f"window {self.window} of size {size} does not overlap a {self.shape_yx} slice")
+        return (sy, sx), (ty, tx), (h, w)
+
+    @property
     def resized_yx(self) -> tuple[int, int]:
         """``(h, w)`` of the slice inside the model input (before padding)."""
-        ny, nx = self.shape_yx
         if self.window is not None:
-            return min(self.size, ny - self.window[0]), min(self.size, nx - self.window[1])
+            return self.window_span[2]
+        ny, nx = self.shape_yx
         scale = self.size / max(ny, nx)
         return max(1, min(self.size, int(ny * scale + 0.5))), max(1, min(self.size, int(nx * scale + 0.5)))
 
@@ -80,12 +102,18 @@ class ResizeTransform:
 
     # ---------------------------------------------------------------- images and masks
     def image_to_model(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, C, Y, X)`` → ``(B, C, S, S)``: bilinear (antialiased when shrinking), padded with ``pad_value``."""
-        h, w = self.resized_yx
+        """``(B, C, Y, X)`` → ``(B, C, S, S)``: bilinear (antialiased when shrinking), padded with ``pad_value``.
+
+        A native window copies its part of the slice to its place in the window; the rest is padding.
+        """
         if self.window is not None:
-            oy, ox = self.window
-            images = images[..., oy:oy + h, ox:ox + w]
-        elif (h, w) != tuple(images.shape[-2:]):
+            (sy, sx), (ty, tx), (h, w) = self.window_span
+            out = torch.full((*images.shape[:-2], self.size, self.size), float(self.pad_value), dtype=torch.float32,
+                             device=images.device)
+            out[..., ty:ty + h, tx:tx + w] = images[..., sy:sy + h, sx:sx + w].float()
+            return out
+        h, w = self.resized_yx
+        if (h, w) != tuple(images.shape[-2:]):
             images = F.interpolate(images.float(), size=(h, w), mode="bilinear", align_corners=False,
                                    antialias=h < images.shape[-2])
         return F.pad(images.float(), (0, self.size - w, 0, self.size - h), value=float(self.pad_value))
@@ -93,16 +121,17 @@ class ResizeTransform:
     def mask_to_slice(self, logits: torch.Tensor) -> torch.Tensor:
         """``(..., S, S)`` model-input logits → ``(..., Y, X)`` slice logits (crop padding, bilinear).
 
-        In "native" mode the slice outside the window gets ``outside`` (a confident "no").
+        In "native" mode the slice outside the window gets ``OUTSIDE_LOGIT`` (a confident "no") and
+        the window's padding is dropped.
         """
+        if self.window is not None:
+            (sy, sx), (ty, tx), (h, w) = self.window_span
+            out = torch.full((*logits.shape[:-2], *self.shape_yx), OUTSIDE_LOGIT, dtype=torch.float32,
+                             device=logits.device)
+            out[..., sy:sy + h, sx:sx + w] = logits[..., ty:ty + h, tx:tx + w].float()
+            return out
         h, w = self.resized_yx
         cropped = logits[..., :h, :w]
-        if self.window is not None:
-            oy, ox = self.window
-            out = torch.full((*cropped.shape[:-2], *self.shape_yx), OUTSIDE_LOGIT, dtype=torch.float32,
-                             device=cropped.device)
-            out[..., oy:oy + h, ox:ox + w] = cropped.float()
-            return out
         lead = cropped.shape[:-2]
         flat = cropped.reshape(-1, 1, h, w).float()
         out = F.interpolate(flat, size=self.shape_yx, mode="bilinear", align_corners=False)
@@ -138,10 +167,19 @@ class ResizeTransform:
 Window = tuple[int, int] | None
 
 
+def _centred(length: int, size: int) -> int:
+    """Origin of the window centred on an axis of ``length`` (negative when the axis is shorter)."""
+    return (length - size) // 2
+
+
 def _grid(length: int, size: int) -> list[int]:
-    """Window origins along one axis: stride ``size // 2``, the last window flush with the end."""
+    """Window origins along one axis: stride ``size // 2``, the last window flush with the end.
+
+    An axis no longer than ``size`` gets one window centred on it (padding on both sides), where
+    the trainer's crops and sliding-window validation put such a slice, not flush top-left.
+    """
     if length <= size:
-        return [0]
+        return [_centred(length, size)]
     stride = max(1, size // 2)
     starts = list(range(0, length - size, stride))
     return [*starts, length - size]
@@ -182,9 +220,9 @@ class SlicePredictor:
 
     # ------------------------------------------------------------------ windows
     def transform(self, shape_yx: Sequence[int], window: Window = None) -> ResizeTransform:
-        """Transform of a ``(Y, X)`` slice (of one of its windows in "native" mode)."""
+        """Transform of a ``(Y, X)`` slice (of one of its windows in "native" mode; default the first grid window)."""
         if self.mode == "native" and window is None:
-            window = (0, 0)
+            window = self.windows(shape_yx)[0]
         return ResizeTransform((int(shape_yx[0]), int(shape_yx[1])), self.size, self.pad_value, window)
 
     def windows(self, shape_yx: Sequence[int]) -> list[Window]:
@@ -195,25 +233,38 @@ class SlicePredictor:
 
     def window_for(self, shape_yx: Sequence[int], box: BoxPrompt | None, points: np.ndarray | None = None,
                    cached: Callable[[tuple[int, int]], bool] | None = None) -> Window:
-        """The grid window that best holds a prompt: most of its box (or points) inside, then one whose
-        embedding is ``cached`` (a second click reuses the first one's window), then the closest centre."""
+        """The window a prompt is decoded in.
+
+        Candidates are the grid windows, plus the slice-centred window when it holds the whole box
+        (the object away from the window's edges, as training and validation saw it; on a slice no
+        larger than ``S`` it is the only window). Best: most of the box (or points) inside, then a
+        window whose embedding is ``cached`` (a second click or the next propagated slice reuses
+        earlier encoder work), then the slice-centred one, then the closest centre.
+        """
         if self.mode == "longest":
             return None
+        size = self.size
+        candidates = self.windows(shape_yx)
+        centre = (_centred(int(shape_yx[0]), size), _centred(int(shape_yx[1]), size))
         if box is not None:
             x0, y0, x1, y1 = box.as_tuple()
+            holds = centre[1] <= x0 and x1 <= centre[1] + size and centre[0] <= y0 and y1 <= centre[0] + size
+            if holds and centre not in candidates:
+                candidates = [centre, *candidates]
         elif points is not None and len(points):
             (x0, y0), (x1, y1) = np.min(points, 0) + 0.5, np.max(points, 0) + 0.5
         else:
             x0, y0, x1, y1 = 0.0, 0.0, float(shape_yx[1]), float(shape_yx[0])
-        size, cx, cy = self.size, (x0 + x1) / 2, (y0 + y1) / 2
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
 
-        def score(window: tuple[int, int]) -> tuple[float, float]:
+        def score(window: tuple[int, int]) -> tuple[float, int, int, float]:
             wy, wx = window
             inside = max(0.0, min(x1, wx + size) - max(x0, wx)) * max(0.0, min(y1, wy + size) - max(y0, wy))
             reuse = 0 if cached is not None and cached(window) else 1
-            return (-inside, reuse, (wx + size / 2 - cx) ** 2 + (wy + size / 2 - cy) ** 2)
+            off_centre = 0 if window == centre else 1
+            return (-inside, reuse, off_centre, (wx + size / 2 - cx) ** 2 + (wy + size / 2 - cy) ** 2)
 
-        return min(self.windows(shape_yx), key=score)
+        return min(candidates, key=score)
 
     # ------------------------------------------------------------------ encoder
     def model_input(self, slices: np.ndarray | torch.Tensor, window: Window = None) -> torch.Tensor:
@@ -235,7 +286,7 @@ class SlicePredictor:
                  ) -> Features:
         """Features of slices ``indices`` of ``volume`` ``(C, Z, Y, X)`` in ``[0, 1]`` (cached per slice and window)."""
         if self.mode == "native" and window is None:
-            window = (0, 0)
+            window = self.windows(volume.shape[-2:])[0]
         keys = [self._key(z, window) for z in indices]
 
         def load(chosen):
@@ -248,7 +299,7 @@ class SlicePredictor:
     def prefetch(self, volume_id: Hashable, volume: np.ndarray, start: int, step: int, window: Window = None) -> None:
         """Encode up to ``batch_size`` uncached slices from ``start`` in direction ``step`` in one batch."""
         if self.mode == "native" and window is None:
-            window = (0, 0)
+            window = self.windows(volume.shape[-2:])[0]
         nz = volume.shape[1]
         ahead = [z for z in range(start, start + step * self.batch_size, step) if 0 <= z < nz]
         missing = [z for z in ahead if (volume_id, self._key(z, window)) not in self.cache]
@@ -312,7 +363,8 @@ class SlicePredictor:
     def coarse_labels(self, volume_id: Hashable, volume: np.ndarray, indices: Sequence[int]) -> np.ndarray:
         """Coarse-head argmax ``(B, Y, X)`` uint8 of slices ``indices`` (class k = label value k).
 
-        "native" mode averages the class probabilities of all windows covering each pixel.
+        "native" mode averages the class probabilities of all windows covering each pixel (only the
+        part of a window on the slice counts; its padding is dropped).
         """
         shape_yx = tuple(volume.shape[-2:])
         windows = self.windows(shape_yx)
@@ -321,14 +373,13 @@ class SlicePredictor:
             return self.transform(shape_yx).mask_to_slice(logits).argmax(dim=1).to(torch.uint8).cpu().numpy()
         total = count = None
         for window in windows:
-            tf = self.transform(shape_yx, window)
-            h, w = tf.resized_yx
-            oy, ox = window
+            (sy, sx), (ty, tx), (h, w) = self.transform(shape_yx, window).window_span
             probs = torch.softmax(self.model.coarse_logits(self.features(volume_id, volume, indices, window)
-                                                           .to(self.device)).float(), dim=1)[..., :h, :w].cpu()
+                                                           .to(self.device)).float(), dim=1)
+            probs = probs[..., ty:ty + h, tx:tx + w].cpu()
             if total is None:
                 total = torch.zeros((*probs.shape[:2], *shape_yx))
                 count = torch.zeros(shape_yx)
-            total[..., oy:oy + h, ox:ox + w] += probs
-            count[oy:oy + h, ox:ox + w] += 1
+            total[..., sy:sy + h, sx:sx + w] += probs
+            count[sy:sy + h, sx:sx + w] += 1
         return (total / count).argmax(dim=1).to(torch.uint8).numpy()

@@ -11,7 +11,16 @@ A model config is a JSON/YAML-compatible dict::
      "architecture": {...},                # SAM-2: resolved YAML model node; SAM-1: ViT/decoder sizes
      "coarse_head": {"use_high_res": bool},
      "module_shapes": {...},               # layers whose widths differ (pruning), see module_shapes.py
-     "adapters": [...]}                    # encoder adapters attached after the base is built
+     "adapters": [...],                    # encoder adapters attached after the base is built
+     "decoder_postprocessing": bool}       # SAM-2 only, optional (see below)
+
+``decoder_postprocessing`` is SAM-2's eval-mode fallback ``dynamic_multimask_via_stability``: with
+``multimask_output=False`` the decoder replaces its single-mask output (token 0) by the best of the
+multimask tokens 1-3 whenever token 0 is unstable. That is the official predictor's behaviour and
+suits official weights used as they are, so it is on only for a model built from an official
+checkpoint without an explicit setting. medsam_kit's supervised training trains token 0 alone, so a
+model built for training (random init) and every medsam_kit checkpoint have it off: there the
+fallback would swap a trained mask for untrained ones.
 
 Build order (the same for every entry point): base SAM module at RGB input, random init -> official
 weights into it (if any; SAM-1 position tables resized to ``image_size``) -> wrapper (patch embedding
@@ -68,8 +77,15 @@ def make_config(
     coarse_head: dict[str, Any] | None = None,
     module_shapes: dict[str, Any] | None = None,
     adapters: list[dict[str, Any]] | None = None,
+    decoder_postprocessing: bool | None = None,
 ) -> dict[str, Any]:
-    """A validated model config (module docstring); normalisation defaults follow ``in_channels``."""
+    """A validated model config (module docstring); normalisation defaults follow ``in_channels``.
+
+    ``decoder_postprocessing`` None means "official behaviour only for official weights": it is
+    resolved when the model is built (on with an official checkpoint, off otherwise).
+    """
+    if decoder_postprocessing is not None and not isinstance(decoder_postprocessing, bool):
+        raise ValueError(f"decoder_postprocessing must be True, False or None, got {decoder_postprocessing!r}")
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
     if not isinstance(num_classes, int) or num_classes < 1:
@@ -87,6 +103,7 @@ def make_config(
         "coarse_head": dict(coarse_head or {"use_high_res": family == "sam2"}),
         "module_shapes": copy.deepcopy(module_shapes or {}),
         "adapters": copy.deepcopy(adapters or []),
+        "decoder_postprocessing": decoder_postprocessing,
     }
     return with_image_size(config, image_size)
 
@@ -125,12 +142,32 @@ def build_sam_module(config: dict[str, Any]) -> nn.Module:
     return build_sam1_module(config["architecture"])
 
 
+def set_decoder_postprocessing(sam: nn.Module, enabled: bool) -> None:
+    """Switch SAM-2's eval-mode single-mask fallback (module docstring) on a built ``SAM2Base``.
+
+    The architecture dict keeps the official decoder arguments (it mirrors Meta's YAML exactly);
+    this attribute is the one the decoder reads at every forward.
+    """
+    sam.sam_mask_decoder.dynamic_multimask_via_stability = bool(enabled)
+
+
 def model_from_config(
     config: dict[str, Any], official_state: dict | None = None, source: str | os.PathLike = "state dict"
 ) -> SegmenterModel:
-    """Build the network ``config`` describes; random init unless ``official_state`` (official keys) is given."""
+    """Build the network ``config`` describes; random init unless ``official_state`` (official keys) is given.
+
+    An unset ``decoder_postprocessing`` is resolved here (on only with ``official_state``) and the
+    resolved value is written into the model's config, so a checkpoint records what was used.
+    """
     check_config(config)
+    config = copy.deepcopy(config)
+    postprocessing = config.get("decoder_postprocessing")
+    if postprocessing is None:  # official behaviour for official weights only; SAM-1 has no such step
+        postprocessing = official_state is not None and config["family"] == "sam2"
+    config["decoder_postprocessing"] = bool(postprocessing)
     sam = build_sam_module(config)
+    if config["family"] == "sam2":
+        set_decoder_postprocessing(sam, config["decoder_postprocessing"])
     if official_state is not None:
         if config["module_shapes"]:
             raise CheckpointError(
@@ -158,6 +195,7 @@ def model_from_checkpoint(
 
     ``name`` / ``in_channels`` / ``num_classes``, when given, must match what the file stores;
     ``image_size`` may differ (SAM-1 position tables are interpolated, SAM-2 needs no change).
+    SAM-2's ``decoder_postprocessing`` is always off for these files (module docstring).
     """
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint)
     if ckpt.kind != FORMAT_NAME:
@@ -178,6 +216,9 @@ def model_from_checkpoint(
             )
     if image_size is not None and image_size != config["image_size"]:
         config = with_image_size(config, image_size)
+    # Our checkpoints hold models trained (or fine-tuned) on token 0 alone: never let the decoder
+    # swap that mask for untrained multimask tokens, whatever an older or re-saved config says.
+    config = {**config, "decoder_postprocessing": False}
     model = model_from_config(config)
     state = ckpt.state_dict
     if config["family"] == "sam":

@@ -20,7 +20,11 @@ from typing import Any
 from torch import nn
 
 # What ``sam2.build_sam.build_sam2(apply_postprocessing=True)`` adds: in eval mode a single-mask
-# output falls back to the best multimask output when it is unstable.
+# output falls back to the best multimask output when it is unstable. Kept here so the architecture
+# equals Meta's official config; whether the fallback is *active* is the model config's
+# ``decoder_postprocessing`` (medsam_kit.models.factory): on only for official weights used as they
+# are, off for models built for training and for medsam_kit checkpoints, whose token-0 mask is the
+# only one supervised training trains.
 POSTPROCESSING_DECODER_ARGS = {
     "dynamic_multimask_via_stability": True,
     "dynamic_multimask_stability_delta": 0.05,

@@ -72,7 +72,3 @@ def tiny_sam():
     return make
 
 
-def sphere(shape_zyx, centre_zyx, radius_zyx) -> np.ndarray:
-    """Bool ellipsoid mask."""
-    grids = np.ogrid[tuple(slice(0, n) for n in shape_zyx)]
-    return sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre_zyx, radius_zyx, strict=True)) <= 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import sphere
+from infer_shapes import sphere
 
 from medsam_kit.infer import EmbeddingCache, PropagationOptions, ResizeTransform, SlicePredictor, segment_prompted
 from medsam_kit.infer.slice_predictor import OUTSIDE_LOGIT
@@ -34,7 +34,8 @@ def test_window_transform_maps_by_offset_only_and_round_trips():
 def test_window_grid_and_choice(stub_model):
     predictor = SlicePredictor(stub_model(image_size=64), mode="native")
     assert predictor.windows((100, 150)) == [(y, x) for y in (0, 32, 36) for x in (0, 32, 64, 86)]
-    assert predictor.windows((50, 60)) == [(0, 0)]
+    assert predictor.windows((50, 60)) == [(-7, -2)]  # centred: (n - S) // 2, padding on both sides
+    assert predictor.windows((40, 150)) == [(-12, x) for x in (0, 32, 64, 86)]
     assert predictor.window_for((100, 150), BoxPrompt(100, 60, 140, 95)) == (36, 86)
     assert predictor.window_for((100, 150), BoxPrompt(40, 40, 60, 60)) == (32, 32)
     assert predictor.window_for((100, 150), None, np.array([[5.0, 5.0]])) == (0, 0)
@@ -64,3 +65,46 @@ def test_native_second_click_in_the_same_window_does_no_encoder_work(stub_model)
     calls = predictor.cache.encoder_calls
     predictor.predict("v", image, 0, BoxPrompt(45, 38, 62, 58), points=np.array([[50.0, 50.0]]))
     assert predictor.cache.encoder_calls == calls == 1
+
+
+def test_slice_smaller_than_the_model_is_centred_and_maps_exactly(stub_model):
+    predictor = SlicePredictor(stub_model(image_size=64), mode="native", pad_value=-1.0)
+    tf = predictor.transform((40, 50))
+    assert tf.window == (-12, -7) and tf.resized_yx == (40, 50)
+    assert tf.window_span == ((0, 0), (12, 7), (40, 50))
+    box = BoxPrompt(3.5, 0.0, 50.0, 27.25)
+    np.testing.assert_allclose(tf.box_to_model(box), [10.5, 12.0, 56.0, 38.25])
+    assert tf.box_from_model(tf.box_to_model(box)).as_tuple() == box.as_tuple()  # exact round trip
+    points = np.array([[0.0, 0.0], [49.0, 39.0], [12.5, 7.25]])
+    np.testing.assert_array_equal(tf.points_to_model(points), points + [7, 12])
+    np.testing.assert_array_equal(tf.points_from_model(tf.points_to_model(points)), points)
+
+    image = torch.arange(40 * 50, dtype=torch.float32).reshape(1, 1, 40, 50)
+    model_input = tf.image_to_model(image)[0, 0]
+    np.testing.assert_array_equal(model_input[12:52, 7:57].numpy(), image[0, 0].numpy())
+    for pad in (model_input[:12], model_input[52:], model_input[:, :7], model_input[:, 57:]):  # both sides
+        assert pad.numel() and float(pad.min()) == float(pad.max()) == -1.0
+    np.testing.assert_array_equal(tf.mask_to_slice(model_input).numpy(), image[0, 0].numpy())  # exact inverse
+
+
+def test_window_choice_prefers_the_slice_centred_window(stub_model):
+    predictor = SlicePredictor(stub_model(image_size=64), mode="native")
+    assert predictor.window_for((40, 50), BoxPrompt(1, 2, 30, 38)) == (-12, -7)
+    # larger slice: the centred window (18, 43) when it holds the whole box, else the grid rule
+    assert predictor.window_for((100, 150), BoxPrompt(60, 30, 90, 70)) == (18, 43)
+    assert predictor.window_for((100, 150), BoxPrompt(40, 40, 60, 60)) == (32, 32)
+
+
+@pytest.mark.parametrize("shape_yx", [(40, 50), (40, 150)])
+def test_native_prediction_and_coarse_on_slices_smaller_than_the_model(stub_model, shape_yx):
+    ny, nx = shape_yx
+    truth = sphere((12, ny, nx), (6, ny // 2 - 3, nx // 2 + 4), (5, 12, 14))
+    image = truth[None].astype(np.float32)
+    model = stub_model(image_size=64)
+    predictor = SlicePredictor(model, mode="native")
+    prompts = PromptSet({1: {6: SlicePrompts(boxes=(tight_box(truth[6]),))}})
+    labels = segment_prompted(predictor, "vol", image, prompts, PropagationOptions(min_area=1)).labels()
+    np.testing.assert_array_equal(labels == 1, truth)  # no resizing, exact mapping: the stub's answer is exact
+    coarse = coarse_label_volume(SlicePredictor(model, EmbeddingCache(), mode="native", pad_value=1.0), "v", image)
+    # padding that looks like foreground (pad_value 1) never lands on the slice
+    np.testing.assert_array_equal(coarse, truth.astype(np.uint8))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import sphere
+from infer_shapes import sphere
 
 from medsam_kit.infer import EmbeddingCache, LabelAssembler, PropagationOptions, SlicePredictor, segment_prompted
 from medsam_kit.infer.volume import coarse_label_volume, propagate_object

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import torch
@@ -74,19 +73,15 @@ def test_tiny_forward_shapes(tiny_model, name, in_channels, image_size):
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
-def test_tiny_forward_is_well_under_a_second(name):
-    torch.set_num_threads(2)
+def test_tiny_forward_full_path(name):
+    """encode + coarse head + decode of the default 128 px tiny model (latency: bench/encoder_latency.py)."""
     model = load_model(name)
     images = torch.rand(1, 3, 128, 128)
     box = torch.tensor([[10.0, 10.0, 100.0, 90.0]])
     with torch.no_grad():
-        model(images, boxes=box)  # warm-up (first-call allocations)
-        start = time.perf_counter()
-        for _ in range(5):
-            out = model(images, boxes=box)
-        per_call = (time.perf_counter() - start) / 5
+        out = model(images, boxes=box)
     assert out["mask_logits"].shape == (1, 1, 128, 128)
-    assert per_call < 0.5, f"{name}: encode + coarse + decode took {per_call:.3f} s per 128 px slice"
+    assert torch.isfinite(out["mask_logits"]).all()
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
