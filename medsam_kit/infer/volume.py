@@ -3,9 +3,10 @@
 **Prompted**: the prompts of each label (a :class:`~medsam_kit.prompts.PromptSet`) are decoded on
 their slices; from every prompted slice the object is *propagated* in both directions: the next
 slice is decoded with the tight box of the previous slice's mask (SAM-1 style box propagation, as
-MedSAM's 3D inference does), until the mask vanishes (area below ``min_area`` pixels), another
-prompted slice of the same label is reached, or the volume ends. SAM-2 models use the same box
-propagation for now; SAM-2 memory-attention propagation (slices as video frames) is left for later.
+MedSAM's 3D inference does) plus, by default, a positive point at that mask's most interior
+pixel, until the mask vanishes (area below ``min_area`` pixels), another prompted slice of the
+same label is reached, or the volume ends. SAM-2 models use the same box propagation for now;
+SAM-2 memory-attention propagation (slices as video frames) is left for later.
 
 **Automatic**: the coarse semantic head labels every slice (batched, chunk by chunk), PCSW
 (:func:`medsam_kit.prompts.pcsw_prompts`) turns those coarse masks into one key slice + box +
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from medsam_kit.infer.slice_predictor import ResizeTransform, SlicePredictor
 from medsam_kit.prompts.from_masks import tight_box
@@ -52,6 +54,10 @@ class PropagationOptions:
             tight box is what the decoder learnt.
         max_distance: most slices propagated from a prompted slice in each direction (None: no limit).
         propagate: False decodes only the prompted slices.
+        interior_point: also pass one positive point, the previous mask's most interior pixel (maximum
+            of its distance transform), with the box. A box alone is ambiguous between nested
+            structures (a left-ventricle box vs the myocardium ring around it); the point says which
+            one is meant. The decoder was trained with boxes plus sometimes one positive point.
     """
 
     mask_threshold: float = 0.0
@@ -59,9 +65,21 @@ class PropagationOptions:
     box_margin: float = 0.0
     max_distance: int | None = None
     propagate: bool = True
+    interior_point: bool = True
 
 
-PredictFn = Callable[[int, BoxPrompt], np.ndarray]
+PredictFn = Callable[[int, BoxPrompt, "np.ndarray | None"], np.ndarray]
+
+
+def interior_point(mask: np.ndarray) -> np.ndarray:
+    """``(1, 2)`` float64 ``(x, y)`` of the pixel of ``mask`` ``(Y, X)`` farthest from its boundary.
+
+    The slice border counts as boundary (the mask is padded with background). Ties go to the first
+    pixel in row-major order, so the result is deterministic.
+    """
+    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    row, col = np.unravel_index(int(np.argmax(distance)), mask.shape)
+    return np.array([[float(col), float(row)]])
 
 
 def propagate_object(predict: PredictFn, num_slices: int, seeds: dict[int, np.ndarray],
@@ -69,7 +87,9 @@ def propagate_object(predict: PredictFn, num_slices: int, seeds: dict[int, np.nd
     """Follow one object from its seed slices through the volume (the propagation rule of the module docstring).
 
     Args:
-        predict: ``predict(slice_index, box) -> (Y, X)`` logits on that slice for an end-exclusive box.
+        predict: ``predict(slice_index, box, point) -> (Y, X)`` logits on that slice for an end-exclusive
+            box and ``point``, ``(1, 2)`` ``(x, y)`` of a positive point (None without
+            ``options.interior_point``).
         num_slices: ``Z``.
         seeds: ``{slice_index: (Y, X) logits}`` of the prompted slices.
         options: thresholds and limits.
@@ -94,7 +114,8 @@ def propagate_object(predict: PredictFn, num_slices: int, seeds: dict[int, np.nd
                 if options.box_margin:
                     box = BoxPrompt(box.x0 - options.box_margin, box.y0 - options.box_margin,
                                     box.x1 + options.box_margin, box.y1 + options.box_margin).clipped(previous.shape)
-                logits = np.asarray(predict(z, box), dtype=np.float32)
+                point = interior_point(previous) if options.interior_point else None
+                logits = np.asarray(predict(z, box, point), dtype=np.float32)
                 mask = logits > options.mask_threshold
                 if int(mask.sum()) < options.min_area:
                     break  # the object ended: the vanished slice is not kept
@@ -174,11 +195,12 @@ def segment_prompted(predictor: SlicePredictor, volume_id: Hashable, image: np.n
     assembler = LabelAssembler((nz, ny, nx), prompts.labels(), keep_probabilities)
     last = {"z": None}
 
-    def predict(z: int, box: BoxPrompt) -> np.ndarray:
+    def predict(z: int, box: BoxPrompt, point: np.ndarray | None) -> np.ndarray:
         step = 1 if last["z"] is None or z > last["z"] else -1
         last["z"] = z
+        labels = None if point is None else np.ones(len(point), np.int64)
         # prefetch: one encoder batch ahead in the travel direction, not one call per slice
-        return predictor.predict(volume_id, image, z, box, prefetch_step=step)
+        return predictor.predict(volume_id, image, z, box, point, labels, prefetch_step=step)
 
     for label in prompts.labels():
         seeds = {}

@@ -6,15 +6,15 @@ import numpy as np
 from infer_shapes import sphere
 
 from medsam_kit.infer import EmbeddingCache, LabelAssembler, PropagationOptions, SlicePredictor, segment_prompted
-from medsam_kit.infer.volume import coarse_label_volume, propagate_object
+from medsam_kit.infer.volume import coarse_label_volume, interior_point, propagate_object
 from medsam_kit.prompts import BoxPrompt, PromptSet, SlicePrompts, tight_box
 
 
 def _truth_predictor(truth: np.ndarray, calls: list):
-    """predict(z, box) = the true mask of slice z inside the box, as logits."""
+    """predict(z, box, point) = the true mask of slice z inside the box, as logits; records (z, box, point)."""
 
-    def predict(z, box):
-        calls.append((z, box))
+    def predict(z, box, point=None):
+        calls.append((z, box, point))
         inside = np.zeros(truth.shape[1:], bool)
         inside[int(box.y0):int(np.ceil(box.y1)), int(box.x0):int(np.ceil(box.x1))] = True
         return np.where(truth[z] & inside, 5.0, -5.0)
@@ -31,7 +31,7 @@ def test_propagation_follows_the_object_and_stops_where_it_vanishes():
     for z, logits in result.items():
         np.testing.assert_array_equal(logits > 0, truth[z])
     # it asked exactly one slice beyond each end (7 and 21), then stopped
-    assert sorted(z for z, _ in calls) == [7, *range(8, 14), *range(15, 21), 21]
+    assert sorted(z for z, _, _ in calls) == [7, *range(8, 14), *range(15, 21), 21]
 
 
 def test_propagation_box_comes_from_the_previous_mask():
@@ -39,10 +39,31 @@ def test_propagation_box_comes_from_the_previous_mask():
     calls = []
     seeds = {5: np.where(truth[5], 5.0, -5.0)}
     propagate_object(_truth_predictor(truth, calls), 10, seeds, PropagationOptions(min_area=1, box_margin=0))
-    z, box = calls[0]
+    z, box, _ = calls[0]
     assert z == 6 and box == tight_box(truth[5])
-    z, box = next(c for c in calls if c[0] == 7)
+    z, box, _ = next(c for c in calls if c[0] == 7)
     assert box == tight_box(truth[6])
+
+
+def test_propagation_passes_the_previous_masks_most_interior_pixel_as_a_positive_point():
+    # an L-shaped object: its box centre (x 12, y 12) is outside it, its most interior pixel is not
+    truth = np.zeros((3, 30, 30), bool)
+    truth[:, 4:21, 4:11] = True   # vertical bar, 7 wide: rows 4..20, columns 4..10
+    truth[:, 14:21, 4:21] = True  # horizontal bar, 7 tall: rows 14..20, columns 4..20
+    # (x, y) = (column, row): 4.24 px from the boundary, in the corner where the bars meet
+    assert interior_point(truth[1]).tolist() == [[8.0, 16.0]] and not truth[1][12, 12]
+    calls = []
+    propagate_object(_truth_predictor(truth, calls), 3, {1: np.where(truth[1], 5.0, -5.0)}, PropagationOptions())
+    assert sorted(z for z, _, _ in calls) == [0, 2]
+    for _, box, point in calls:
+        assert box == tight_box(truth[1])
+        assert point.shape == (1, 2) and point.tolist() == [[8.0, 16.0]] and truth[1][16, 8]
+    calls.clear()
+    propagate_object(_truth_predictor(truth, calls), 3, {1: np.where(truth[1], 5.0, -5.0)},
+                     PropagationOptions(interior_point=False))
+    assert [point for _, _, point in calls] == [None, None]
+    # the slice border counts as boundary: a mask filling a 5 x 7 slice peaks 3 px in (ties: first pixel)
+    assert interior_point(np.ones((5, 7), bool)).tolist() == [[2.0, 2.0]]
 
 
 def test_min_area_limit_distance_and_two_seeds():
@@ -63,7 +84,7 @@ def test_min_area_limit_distance_and_two_seeds():
     seeds = {4: np.where(truth[4], 5.0, -5.0), 10: np.where(truth[10], 5.0, -5.0)}
     result = propagate_object(_truth_predictor(truth, calls), 20, seeds, PropagationOptions(min_area=5))
     assert sorted(result) == list(range(2, 15))
-    assert all(4 < z < 10 for z, _ in calls if 4 <= z <= 10)  # never re-decodes a seed slice
+    assert all(4 < z < 10 for z, _, _ in calls if 4 <= z <= 10)  # never re-decodes a seed slice
     assert not PropagationOptions(propagate=False).propagate
     assert sorted(propagate_object(_truth_predictor(truth, []), 20, seeds, PropagationOptions(propagate=False))) \
         == [4, 10]
