@@ -20,20 +20,14 @@ from typing import Any
 
 from torch import nn
 
+from medsam_kit.models._named import registrar
+
 AdapterFn = Callable[..., None]
 _ADAPTERS: dict[str, AdapterFn] = {}
 
 
-def register_adapter(name: str) -> Callable[[AdapterFn], AdapterFn]:
-    """Decorator: register ``fn(model, **params) -> None`` as adapter type ``name``."""
-
-    def decorate(fn: AdapterFn) -> AdapterFn:
-        if name in _ADAPTERS and _ADAPTERS[name] is not fn:
-            raise ValueError(f"adapter type {name!r} is already registered")
-        _ADAPTERS[name] = fn
-        return fn
-
-    return decorate
+#: ``@register_adapter(name)``: registers ``fn(model, **params) -> None`` as adapter type ``name``.
+register_adapter = registrar(_ADAPTERS, "adapter type")
 
 
 def list_adapters() -> list[str]:

@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from medsam_kit.models._named import registrar
 from medsam_kit.models.checkpoints import FORMAT_NAME, Checkpoint, read_checkpoint
 from medsam_kit.models.factory import build_model, make_config, model_from_checkpoint
 from medsam_kit.models.sam1_builder import VIT_B, VIT_H, VIT_L, sam1_architecture
@@ -28,16 +29,8 @@ Builder = Callable[..., SegmenterModel]
 _REGISTRY: dict[str, Builder] = {}
 
 
-def register_model(name: str) -> Callable[[Builder], Builder]:
-    """Decorator registering ``builder(checkpoint=None, **kwargs) -> SegmenterModel`` under ``name``."""
-
-    def decorate(builder: Builder) -> Builder:
-        if name in _REGISTRY and _REGISTRY[name] is not builder:
-            raise ValueError(f"model name {name!r} is already registered")
-        _REGISTRY[name] = builder
-        return builder
-
-    return decorate
+#: ``@register_model(name)``: registers ``builder(checkpoint=None, **kwargs) -> SegmenterModel``.
+register_model = registrar(_REGISTRY, "model name")
 
 
 def list_models() -> list[str]:
