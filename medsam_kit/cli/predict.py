@@ -1,8 +1,22 @@
-"""``medsam-kit predict``: segment volumes (prompted or automatic) and write them on the input's grid."""
+"""``medsam-kit predict``: segment volumes (prompted or automatic) and write them on the input's grid.
+
+Three kinds of ``--input``:
+
+* one file, or a folder of volume files, each file one volume (a 4D file is ``(C, Z, Y, X)``);
+* several files (``--input A B`` or ``--input A --input B``): the channels of ONE volume, in the
+  model's channel order, all on one grid;
+* a raw dataset root with ``--dataset NAME`` (automatic for a run whose plan has several channels
+  when the folder holds case folders, not volume files): the dataset adapter finds the cases and
+  each case's channels are stacked in the plan's channel order.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from medsam_kit.cli._progress import progress_bar
@@ -13,6 +27,18 @@ inputs and outputs:
                  --output is the label file (OUT.nii.gz) or a folder (gets <case>.nii.gz).
   --input DIR    every volume file directly in DIR (batch, with a progress bar); --output
                  is a folder. A DIR holding no volume files is read as one volume (DICOM).
+  --input A B C  (or --input A --input B ...) the channels of ONE volume, in the model's
+                 channel order (e.g. BraTS t1n t1c t2w t2f), all on one grid; the case name
+                 is the files' common prefix (case-t1n, case-t1c -> case).
+  --input ROOT --dataset NAME
+                 a raw dataset root (brats, brats2021, nnunet, acdc, bhsd, em layouts): the
+                 cases are found as training finds them, each case's channels are stacked in
+                 the model's channel order, --output gets <case_id>.nii.gz per case. Cases
+                 without labels are fine; cases the adapter rejects (a missing modality) are
+                 listed and skipped (exit code 1). When the model's plan (--run, or a medsam_kit
+                 --checkpoint) has several channels, a ROOT holding no volume files is read
+                 as a root of the plan's dataset without --dataset.
+  The number of channels must be the model's: the run's plan, or --in-channels for --model.
   Next to each label file: <case>.json (label values and names, mode, geometry),
   with --probabilities <case>_prob_<name>.nii.gz, with --overlay <case>_overlay.png.
   Labels are on the input's grid with its spacing / origin / direction.
@@ -22,6 +48,12 @@ prompts:
   -> decoder -> propagation). --prompts FILE is a medsam-kit prompt file (see
   medsam_kit.prompts.user_file) for a single input; --prompts DIR holds <case>.json per
   input volume (volumes without one are segmented automatically).
+
+examples:
+  medsam-kit predict --run runs/brats --input BraTS/ --output pred/
+  medsam-kit predict --run runs/brats --input c-t1n.nii.gz c-t1c.nii.gz c-t2w.nii.gz c-t2f.nii.gz --output c.nii.gz
+  medsam-kit predict --model sam2.1_hiera_tiny --checkpoint sam2.1_hiera_tiny.pt --in-channels 4 \
+      --input BraTS/ --dataset brats --output pred/
 """
 
 
@@ -29,9 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
         help="segment volumes with a trained run or a model checkpoint (prompted or automatic)",
-        description="Segment one volume or a folder of volumes slice by slice with a SAM-family model:\n"
-                    "from prompts (boxes / points on some slices, propagated through the volume) or\n"
-                    "automatically; write labels with the input's geometry and a JSON sidecar.",
+        description="Segment one volume, a folder of volumes or a raw dataset root slice by slice with a\n"
+                    "SAM-family model: from prompts (boxes / points on some slices, propagated through the\n"
+                    "volume) or automatically; write labels with the input's geometry and a JSON sidecar.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -41,7 +73,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                         "weights unless --checkpoint is given")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="checkpoint for --model (official SAM / SAM-2 / MedSAM file or a medsam_kit one)")
-    parser.add_argument("--input", required=True, type=Path, help="volume file, or a folder of volume files")
+    parser.add_argument("--in-channels", type=int, default=None,
+                        help="input channels of the --model (default 3, SAM's RGB; e.g. 4 for BraTS); a "
+                             "medsam_kit checkpoint must store the same number")
+    parser.add_argument("--input", required=True, type=Path, nargs="+", action="extend",
+                        help="volume file, folder of volume files, or dataset root (with --dataset); several "
+                             "files (or --input repeated) are the channels of one volume, in the model's order")
+    parser.add_argument("--dataset", default=None,
+                        help="read --input as a raw dataset root of this layout (brats, brats2021, nnunet, acdc, "
+                             "bhsd, em) and segment every case; default: the run's plan's dataset when it has "
+                             "several channels and --input holds no volume files")
     parser.add_argument("--output", required=True, type=Path,
                         help="label file (e.g. out.nii.gz) for one input, or an output folder")
     parser.add_argument("--prompts", type=Path, default=None,
@@ -59,33 +100,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _inputs(path: Path) -> list[Path]:
+@dataclass
+class _Job:
+    """One volume to segment: ``name`` names its output / prompt files, ``label`` the progress line."""
+
+    name: str
+    label: str
+    source: str
+    load: Callable[[], object]  # -> medsam_kit.io.Volume
+
+
+def _volume_files(path: Path) -> list[Path]:
     from medsam_kit.io import VOLUME_SUFFIXES
 
+    return sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file()
+                  and p.name.lower().endswith(VOLUME_SUFFIXES))
+
+
+def _inputs(path: Path) -> list[Path]:
     if not path.exists():
         raise FileNotFoundError(f"--input {path} does not exist; give a volume file or a folder of volumes")
     if path.is_file():
         return [path]
-    files = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file()
-                   and p.name.lower().endswith(VOLUME_SUFFIXES))
-    return files or [path]  # no volume files: the folder itself is one volume (DICOM / slices)
+    return _volume_files(path) or [path]  # no volume files: the folder itself is one volume (DICOM / slices)
 
 
-def _output_for(case: Path, output: Path, single: bool) -> Path:
-    from medsam_kit.io import strip_volume_suffix
-
-    if single and strip_volume_suffix(output.name) != output.name:
+def _output_for(name: str, output: Path, single: bool) -> Path:
+    if single and _names_file(output):
         return output
-    return output / f"{strip_volume_suffix(case.name)}.nii.gz"
+    return output / f"{name}.nii.gz"
 
 
-def _prompt_file(case: Path, prompts: Path | None, single: bool) -> Path | None:
-    from medsam_kit.io import strip_volume_suffix
-
+def _prompt_file(name: str, prompts: Path | None, single: bool) -> Path | None:
     if prompts is None:
         return None
     if prompts.is_dir():
-        candidate = prompts / f"{strip_volume_suffix(case.name)}.json"
+        candidate = prompts / f"{name}.json"
         return candidate if candidate.exists() else None
     if not prompts.exists():
         raise FileNotFoundError(f"--prompts {prompts} does not exist")
@@ -102,11 +152,16 @@ def make_segmenter(args: argparse.Namespace):
     from medsam_kit.models import load_model, read_checkpoint
 
     options = {"device": args.device, "batch_size": args.batch_size, "cache_bytes": args.cache_mb << 20}
+    in_channels = getattr(args, "in_channels", None)
     if args.run is not None:
         if args.checkpoint is not None:
             raise ValueError("--checkpoint goes with --model; a --run folder brings its own checkpoint")
+        if in_channels is not None:
+            raise ValueError("--in-channels goes with --model; a --run folder's model has its own channels")
         return Segmenter.from_run(args.run, **options, **({"mode": args.mode} if args.mode else {}))
-    model = load_model(args.model, args.checkpoint, device=args.device)
+    if in_channels is not None and in_channels < 1:
+        raise ValueError(f"--in-channels must be at least 1, got {in_channels}")
+    model = load_model(args.model, args.checkpoint, in_channels=in_channels, device=args.device)
     settings = {}
     if args.checkpoint is not None:
         checkpoint = read_checkpoint(args.checkpoint)
@@ -117,33 +172,177 @@ def make_segmenter(args: argparse.Namespace):
     return Segmenter(model, **settings, **options)
 
 
+# ---------------------------------------------------------------------------- channels
+def _check_channel_count(count: int, segmenter, what: str) -> None:
+    """Raise ``ValueError`` (one line) unless ``count`` channels fit the model (one grey channel always does
+    without a plan: it is repeated into the model's channels, SAM's convention)."""
+    plan = segmenter.plan
+    if plan is not None:
+        if count != len(plan.channel_names):
+            raise ValueError(f"{what}: {count} channel(s) but the model's plan expects {len(plan.channel_names)} "
+                             f"{list(plan.channel_names)}, in that order")
+        return
+    wanted = int(segmenter.model.in_channels)
+    if count not in (wanted, 1):
+        raise ValueError(f"{what}: {count} channel(s) but the model takes {wanted}; give {wanted} or load the "
+                         f"model with --in-channels {count}")
+
+
+def _channel_order(names: Sequence[str], segmenter, what: str) -> list[int]:
+    """Indices that put channels ``names`` in the plan's channel order (identity without a plan)."""
+    plan = segmenter.plan
+    if plan is not None and tuple(names) != tuple(plan.channel_names):
+        wanted = list(plan.channel_names)
+        if sorted(names) != sorted(wanted) or len(set(names)) != len(names):
+            raise ValueError(f"{what}: channels {list(names)} but the model's plan expects {wanted}; give each "
+                             f"case's channel files with --input FILE FILE ... in that order")
+        return [list(names).index(n) for n in wanted]
+    _check_channel_count(len(names), segmenter, what)
+    return list(range(len(names)))
+
+
+def _common_name(paths: Sequence[Path]) -> str:
+    """Case name of channel files: their common prefix up to its last '-', '_' or '.' (else the first stem)."""
+    from medsam_kit.io import strip_volume_suffix
+
+    stems = [strip_volume_suffix(p.name) for p in paths]
+    prefix = os.path.commonprefix(stems)
+    if prefix == stems[0]:
+        return prefix
+    cut = max(prefix.rfind(c) for c in "-_.")
+    return prefix[:cut].rstrip("-_. ") if cut > 0 else stems[0]
+
+
+def _stack_channels(paths: Sequence[Path]):
+    """One ``(C, Z, Y, X)`` :class:`Volume` from single-channel files on one grid (the first file's geometry)."""
+    import numpy as np
+
+    from medsam_kit.io import Volume, read_volume
+
+    arrays, first = [], None
+    for path in paths:
+        volume = read_volume(path)
+        array = volume.array[0] if volume.array.ndim == 4 and volume.array.shape[0] == 1 else volume.array
+        if array.ndim != 3:
+            raise ValueError(f"--input {path}: holds {volume.array.shape[0]} channels (shape {volume.array.shape}); "
+                             f"with several --input files each must be one (Z, Y, X) channel")
+        if first is None:
+            first = volume
+        elif array.shape != first.spatial_shape:
+            raise ValueError(f"--input {path}: grid (Z, Y, X) {array.shape} differs from {paths[0]} "
+                             f"{first.spatial_shape}; the channels of one volume must share its grid")
+        elif volume.meta.get("stored_geometry", True) and first.meta.get("stored_geometry", True):
+            difference = volume.geometry.describe_difference(first.geometry)
+            if difference:
+                raise ValueError(f"--input {path}: geometry differs from {paths[0]} ({difference}); the channels "
+                                 f"of one volume must share its grid (resample one onto the other)")
+        arrays.append(array)
+    if len({a.dtype for a in arrays}) > 1:
+        arrays = [a.astype(np.float32) for a in arrays]
+    return Volume(np.stack(arrays), first.geometry, dict(first.meta))
+
+
+def _channel_job(paths: list[Path], segmenter) -> _Job:
+    _check_channel_count(len(paths), segmenter, f"--input ({len(paths)} files)")
+    name = _common_name(paths)
+    return _Job(name, name, ", ".join(str(p) for p in paths), lambda: _stack_channels(paths))
+
+
+# ---------------------------------------------------------------------------- dataset roots
+def _auto_dataset(path: Path, segmenter) -> str | None:
+    """The plan's dataset when the model takes several channels and ``path`` is a folder of case folders."""
+    from medsam_kit.data.adapters import get_adapter, list_datasets
+
+    plan = segmenter.plan
+    if plan is None or len(plan.channel_names) < 2 or not path.is_dir() or _volume_files(path):
+        return None
+    try:
+        get_adapter(plan.dataset)
+    except ValueError:
+        raise ValueError(f"--input {path} holds no volume files and the model takes {len(plan.channel_names)} "
+                         f"channels {list(plan.channel_names)}; give --dataset ({', '.join(list_datasets())}) "
+                         f"for a raw dataset root, or one case's channel files with --input FILE FILE ...") from None
+    return plan.dataset
+
+
+def _load_case(record, order: list[int]):
+    from medsam_kit.io import Volume
+
+    case = replace(record, label_file=None).load()  # prediction reads only the images: labels may be absent
+    image = case.image if order == list(range(len(order))) else case.image[order]
+    return Volume(image, case.geometry, {"case_id": case.case_id})
+
+
+def _dataset_jobs(root: Path, name: str, segmenter) -> tuple[list[_Job], list]:
+    """One job per case of the raw dataset ``root`` and the problems of the cases left out."""
+    from medsam_kit.data.adapters import get_adapter
+
+    if not root.is_dir():
+        raise ValueError(f"--dataset {name} reads --input as a dataset root folder, but {root} is not a folder")
+    adapter = get_adapter(name)
+    problems: list = []  # non-strict: a bad case is listed and skipped, the others are segmented
+    records = adapter.discover(root, problems)
+    if not records:
+        detail = f" ({problems[0].message})" if problems else ""
+        raise FileNotFoundError(f"--input {root}: no usable {name} cases{detail}")
+    order = _channel_order(adapter.spec(root).channel_names, segmenter, f"{name} cases in {root}")
+    jobs = [_Job(r.case_id, r.case_id, ", ".join(str(f) for f in r.image_files),
+                 lambda r=r: _load_case(r, order)) for r in records]
+    return jobs, problems
+
+
+def _jobs(args: argparse.Namespace, segmenter) -> tuple[list[_Job], bool, list]:
+    """``(jobs, single, problems)``: what to segment, whether ``--output`` may name one file, skipped cases."""
+    from medsam_kit.io import read_volume, strip_volume_suffix
+
+    paths = list(args.input)
+    if len(paths) > 1:
+        return [_channel_job(paths, segmenter)], True, []
+    path = paths[0]
+    dataset = args.dataset or _auto_dataset(path, segmenter)
+    if dataset is not None:
+        jobs, problems = _dataset_jobs(path, dataset, segmenter)
+        return jobs, len(jobs) == 1, problems
+    cases = _inputs(path)
+    single = len(cases) == 1 and (path.is_file() or cases[0] == path)
+    jobs = [_Job(strip_volume_suffix(c.name), c.name, str(c), lambda c=c: read_volume(c)) for c in cases]
+    return jobs, single, []
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from medsam_kit.infer.output import write_result
-    from medsam_kit.io import read_volume
     from medsam_kit.prompts import load_prompt_file
 
-    cases = _inputs(args.input)
-    single = len(cases) == 1 and (args.input.is_file() or cases[0] == args.input)
-    if not single and _names_file(args.output):
-        raise ValueError(f"--output {args.output} names a file but --input {args.input} holds {len(cases)} "
-                         f"volumes; give an output folder")
+    if args.dataset is not None and len(args.input) != 1:
+        raise ValueError(f"--dataset {args.dataset} takes one --input, the dataset root; got {len(args.input)} paths")
+    for n, path in enumerate(args.input):  # before the model loads: a typo fails at once
+        if not path.exists():
+            which = f" (channel {n + 1} of {len(args.input)})" if len(args.input) > 1 else ""
+            raise FileNotFoundError(f"--input {path} does not exist{which}; give a volume file, a folder of "
+                                    f"volumes, a dataset root or one file per channel")
     segmenter = make_segmenter(args)
+    jobs, single, problems = _jobs(args, segmenter)
+    if not single and _names_file(args.output):
+        raise ValueError(f"--output {args.output} names a file but --input holds {len(jobs)} volumes; give an "
+                         f"output folder")
     with progress_bar("predict", unit="volume") as progress:
-        for n, case in enumerate(cases):
-            volume = read_volume(case)
-            prompt_path = _prompt_file(case, args.prompts, single)
+        for n, job in enumerate(jobs):
+            volume = job.load()
+            prompt_path = _prompt_file(job.name, args.prompts, single)
             prompts = None
             if prompt_path is not None:
                 prompts = load_prompt_file(prompt_path, volume.spatial_shape, volume.geometry, segmenter.label_names)
             result = segmenter.segment_volume(volume, prompts, return_probabilities=args.probabilities)
-            out = _output_for(case, args.output, single)
+            out = _output_for(job.name, args.output, single)
             write_result(out, result, image=volume.array, probabilities=args.probabilities, overlay=args.overlay,
-                         source=str(case))
-            progress(n + 1, len(cases))
-            print(f"{case.name}: {result.mode}, labels {[int(v) for v in np.unique(result.labels) if v]} -> {out}")
-    return 0
+                         source=job.source)
+            progress(n + 1, len(jobs))
+            print(f"{job.label}: {result.mode}, labels {[int(v) for v in np.unique(result.labels) if v]} -> {out}")
+    for problem in problems:
+        print(f"medsam-kit predict: skipped {problem.case_id or problem.file}: {problem.message}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _names_file(path: Path) -> bool:
