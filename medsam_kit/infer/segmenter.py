@@ -114,8 +114,13 @@ class Segmenter:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str = "cpu", **kwargs: Any) -> Segmenter:
-        """Segmenter of a training run folder (model, plan, label names, intensity mapping)."""
-        return cls(**{"mode": "native", **load_run_for_inference(run_dir, device), **kwargs})
+        """Segmenter of a training run folder (model, plan, label names, intensity mapping).
+
+        Defaults differ from a bare model's: ``mode="native"`` (the trainer's windows) and
+        propagation guided by the run's trained coarse head (``PropagationOptions(guide="coarse")``).
+        """
+        defaults = {"mode": "native", "propagation": PropagationOptions(guide="coarse")}
+        return cls(**{**defaults, **load_run_for_inference(run_dir, device), **kwargs})
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -205,7 +210,7 @@ class Segmenter:
             mode = "automatic"
         else:
             assembler = segment_prompted(self.predictor, volume_id, model_image, prompt_set, self.propagation,
-                                         return_probabilities)
+                                         return_probabilities, coarse_classes=self.classes)
             mode = "prompted"
         labels = assembler.labels(self.background_threshold)
         if meta is not None:

@@ -5,7 +5,15 @@ their slices; from every prompted slice the object is *propagated* in both direc
 slice is decoded with the tight box of the previous slice's mask (SAM-1 style box propagation, as
 MedSAM's 3D inference does) plus, by default, a positive point at that mask's most interior
 pixel, until the mask vanishes (area below ``min_area`` pixels), another prompted slice of the
-same label is reached, or the volume ends. SAM-2 models use the same box propagation for now;
+same label is reached, or the volume ends.
+
+A mask decoder prompted with a box always answers with *some* object, so box propagation alone
+neither stops where a structure ends nor resists drifting onto a neighbour of similar shape. With
+``guide="coarse"`` (the default for medsam_kit runs, whose coarse head is trained) the coarse
+semantic head supplies both: on the next slice, the coarse head's components of the label that
+touch the previous mask's box are the region the box and point are taken from, and no such
+component ends the object. Models whose coarse head is untrained (official weights) use
+``guide="none"``. SAM-2 models use the same box propagation for now;
 SAM-2 memory-attention propagation (slices as video frames) is left for later.
 
 **Automatic**: the coarse semantic head labels every slice (batched, chunk by chunk), PCSW
@@ -32,7 +40,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from medsam_kit.infer.slice_predictor import ResizeTransform, SlicePredictor
+from medsam_kit.infer.slice_predictor import SlicePredictor
 from medsam_kit.prompts.from_masks import tight_box
 from medsam_kit.prompts.pcsw import TAU, pcsw_prompt_set, pcsw_prompts
 from medsam_kit.prompts.types import BoxPrompt, PromptSet, SlicePrompts
@@ -58,6 +66,8 @@ class PropagationOptions:
             of its distance transform), with the box. A box alone is ambiguous between nested
             structures (a left-ventricle box vs the myocardium ring around it); the point says which
             one is meant. The decoder was trained with boxes plus sometimes one positive point.
+        guide: ``"coarse"``: the coarse head's label region picks each propagated box and ends the object
+            (module docstring); ``"none"``: the previous mask alone.
     """
 
     mask_threshold: float = 0.0
@@ -66,9 +76,41 @@ class PropagationOptions:
     max_distance: int | None = None
     propagate: bool = True
     interior_point: bool = True
+    guide: str = "none"
 
+    def __post_init__(self) -> None:
+        if self.guide not in GUIDES:
+            raise ValueError(f"propagation guide must be one of {GUIDES}, got {self.guide!r}")
+
+
+GUIDES = ("none", "coarse")
 
 PredictFn = Callable[[int, BoxPrompt, "np.ndarray | None"], np.ndarray]
+# guide(slice_index, previous_mask) -> the (Y, X) bool region to prompt on that slice, or None: the object ended
+GuideFn = Callable[[int, np.ndarray], "np.ndarray | None"]
+
+
+def coarse_guide(coarse_class_mask: np.ndarray, min_area: int = 4) -> GuideFn:
+    """A propagation guide from one class's coarse ``(Z, Y, X)`` bool mask.
+
+    On slice ``z`` it returns the union of the coarse 2D components that have at least
+    ``min_area`` pixels and overlap the previous mask's tight box (the structure moves little
+    between adjacent slices; a component elsewhere is another instance or a false positive), or
+    None when there is none.
+    """
+
+    def guide(z: int, previous: np.ndarray) -> np.ndarray | None:
+        region = coarse_class_mask[z]
+        if int(region.sum()) < min_area:
+            return None
+        box = tight_box(previous)
+        components, count = ndimage.label(region)
+        inside = np.unique(components[int(box.y0):int(box.y1), int(box.x0):int(box.x1)])
+        sizes = np.bincount(components.ravel(), minlength=count + 1)
+        keep = [c for c in inside if c != 0 and sizes[c] >= min_area]
+        return np.isin(components, keep) if keep else None
+
+    return guide
 
 
 def interior_point(mask: np.ndarray) -> np.ndarray:
@@ -83,7 +125,8 @@ def interior_point(mask: np.ndarray) -> np.ndarray:
 
 
 def propagate_object(predict: PredictFn, num_slices: int, seeds: dict[int, np.ndarray],
-                     options: PropagationOptions = PropagationOptions()) -> dict[int, np.ndarray]:
+                     options: PropagationOptions = PropagationOptions(), guide: GuideFn | None = None
+                     ) -> dict[int, np.ndarray]:
     """Follow one object from its seed slices through the volume (the propagation rule of the module docstring).
 
     Args:
@@ -93,6 +136,8 @@ def propagate_object(predict: PredictFn, num_slices: int, seeds: dict[int, np.nd
         num_slices: ``Z``.
         seeds: ``{slice_index: (Y, X) logits}`` of the prompted slices.
         options: thresholds and limits.
+        guide: optional ``guide(z, previous_mask)`` (e.g. :func:`coarse_guide`): the region whose box
+            and interior point prompt slice ``z``; None from it ends the object in that direction.
 
     Returns:
         ``{slice_index: (Y, X) logits}`` for the seeds and every propagated slice (where two seeds
@@ -110,11 +155,16 @@ def propagate_object(predict: PredictFn, num_slices: int, seeds: dict[int, np.nd
                     break
                 if int(previous.sum()) < options.min_area:
                     break
-                box = tight_box(previous)
+                region = previous
+                if guide is not None:
+                    region = guide(z, previous)
+                    if region is None:
+                        break  # the guide sees no continuation of the object on this slice
+                box = tight_box(region)
                 if options.box_margin:
                     box = BoxPrompt(box.x0 - options.box_margin, box.y0 - options.box_margin,
-                                    box.x1 + options.box_margin, box.y1 + options.box_margin).clipped(previous.shape)
-                point = interior_point(previous) if options.interior_point else None
+                                    box.x1 + options.box_margin, box.y1 + options.box_margin).clipped(region.shape)
+                point = interior_point(region) if options.interior_point else None
                 logits = np.asarray(predict(z, box, point), dtype=np.float32)
                 mask = logits > options.mask_threshold
                 if int(mask.sum()) < options.min_area:
@@ -159,24 +209,17 @@ class LabelAssembler:
 def decode_slice_prompts(predictor: SlicePredictor, volume_id: Hashable, image: np.ndarray, z: int,
                          prompts: SlicePrompts) -> np.ndarray:
     """``(Y, X)`` logits of one object on slice ``z``; several boxes (separate parts) are combined by maximum."""
-    shape_yx = image.shape[-2:]
-    mask_input = None
-    if prompts.mask is not None:
-        if predictor.mode == "native":
-            raise ValueError("mask prompts are only supported in 'longest' mode (whole slices resized)")
-        mask = torch.as_tensor(prompts.mask)[None, None]
-        mask = torch.nn.functional.interpolate(mask, size=tuple(shape_yx), mode="bilinear", align_corners=False)
-        zero_padded = ResizeTransform(tuple(int(v) for v in shape_yx), predictor.size)  # masks pad with 0, not image
-        mask_input = zero_padded.image_to_model(mask).to(predictor.device)
     points = prompts.point_coords if len(prompts.points) else None
     labels = prompts.point_labels if len(prompts.points) else None
     boxes = prompts.boxes or (None,)
-    outputs = [predictor.predict(volume_id, image, z, box, points, labels, mask_input) for box in boxes]
+    # the predictor places a mask prompt like the image (resized or in the decode window)
+    outputs = [predictor.predict(volume_id, image, z, box, points, labels, mask=prompts.mask) for box in boxes]
     return np.maximum.reduce(outputs) if len(outputs) > 1 else outputs[0]
 
 
 def segment_prompted(predictor: SlicePredictor, volume_id: Hashable, image: np.ndarray, prompts: PromptSet,
-                     options: PropagationOptions = PropagationOptions(), keep_probabilities: bool = False
+                     options: PropagationOptions = PropagationOptions(), keep_probabilities: bool = False,
+                     coarse_classes: Sequence[int] | None = None, coarse_labels: np.ndarray | None = None
                      ) -> LabelAssembler:
     """Prompted 3D segmentation of ``image`` ``(C, Z, Y, X)`` in ``[0, 1]``.
 
@@ -187,6 +230,9 @@ def segment_prompted(predictor: SlicePredictor, volume_id: Hashable, image: np.n
         prompts: per label, per slice prompts in slice pixels of ``image``.
         options: propagation rule.
         keep_probabilities: keep per-class probability maps in the result.
+        coarse_classes: label values of the coarse head's channels 1..K (for ``options.guide ==
+            "coarse"``; None: channel k is label k). Labels outside them propagate unguided.
+        coarse_labels: the coarse ``(Z, Y, X)`` labels if already computed (automatic mode).
 
     Returns:
         The :class:`LabelAssembler`; ``.labels(background_threshold)`` is the label map.
@@ -202,13 +248,18 @@ def segment_prompted(predictor: SlicePredictor, volume_id: Hashable, image: np.n
         # prefetch: one encoder batch ahead in the travel direction, not one call per slice
         return predictor.predict(volume_id, image, z, box, point, labels, prefetch_step=step)
 
+    guided = options.guide == "coarse" and options.propagate
+    if guided and coarse_labels is None:
+        coarse_labels = coarse_label_volume(predictor, volume_id, image, coarse_classes)
+    known = set(coarse_classes) if coarse_classes is not None else set(range(1, 256))
     for label in prompts.labels():
+        guide = coarse_guide(coarse_labels == label, options.min_area) if guided and label in known else None
         seeds = {}
         for z in prompts.slices(label):
             if not 0 <= z < nz:
                 raise ValueError(f"label {label}: prompt on slice {z} but the volume has {nz} slices (0..{nz - 1})")
             seeds[z] = decode_slice_prompts(predictor, volume_id, image, z, prompts.get(label, z))
-        for z, logits in propagate_object(predict, nz, seeds, options).items():
+        for z, logits in propagate_object(predict, nz, seeds, options, guide).items():
             assembler.add(label, z, logits)
     return assembler
 
@@ -256,7 +307,8 @@ def segment_automatic(predictor: SlicePredictor, volume_id: Hashable, image: np.
                          f"{list(classes)} were given; pass the label names the model was trained with")
     coarse = coarse_label_volume(predictor, volume_id, image, sorted(int(c) for c in classes))
     prompts = automatic_prompts(coarse, classes, tau=tau, min_voxels=min_voxels)
-    assembler = segment_prompted(predictor, volume_id, image, prompts, options, keep_probabilities)
+    assembler = segment_prompted(predictor, volume_id, image, prompts, options, keep_probabilities,
+                                 coarse_classes=sorted(int(c) for c in classes), coarse_labels=coarse)
     for value in classes:  # classes PCSW found nothing for still get an (empty) probability map
         if assembler.probabilities is not None and int(value) not in assembler.probabilities:
             assembler.probabilities[int(value)] = np.zeros(assembler.shape, np.float16)

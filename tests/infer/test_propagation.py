@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from infer_shapes import sphere
 
 from medsam_kit.infer import EmbeddingCache, LabelAssembler, PropagationOptions, SlicePredictor, segment_prompted
-from medsam_kit.infer.volume import coarse_label_volume, interior_point, propagate_object
+from medsam_kit.infer.volume import coarse_guide, coarse_label_volume, interior_point, propagate_object
 from medsam_kit.prompts import BoxPrompt, PromptSet, SlicePrompts, tight_box
 
 
@@ -131,3 +132,46 @@ def test_coarse_channels_map_to_the_trainers_label_values(stub_model):
     predictor = SlicePredictor(stub_model(image_size=32), EmbeddingCache())
     coarse = coarse_label_volume(predictor, "v", truth[None].astype(np.float32), class_values=[4])
     np.testing.assert_array_equal(coarse, np.where(truth, 4, 0))  # e.g. BraTS 2021 ET = 4 in channel 1
+
+
+def _always_something(shape_yx, calls):
+    """A decoder that answers every box with the whole box (it never says 'nothing here')."""
+
+    def predict(z, box, point=None):
+        calls.append((z, box, point))
+        out = np.full(shape_yx, -5.0)
+        out[int(box.y0):int(box.y1), int(box.x0):int(box.x1)] = 5.0
+        return out
+
+    return predict
+
+
+def test_coarse_guide_ends_the_object_where_the_coarse_head_sees_none():
+    truth = sphere((30, 40, 50), (14, 20, 25), (6, 12, 15))  # slices 8..20
+    seeds = {14: np.where(truth[14], 5.0, -5.0)}
+    unguided = propagate_object(_always_something(truth.shape[1:], []), 30, seeds, PropagationOptions(min_area=1))
+    assert sorted(unguided) == list(range(30))  # box propagation alone never stops
+    calls = []
+    guided = propagate_object(_always_something(truth.shape[1:], calls), 30, seeds, PropagationOptions(min_area=1),
+                              guide=coarse_guide(truth, min_area=1))
+    assert sorted(guided) == list(range(8, 21))
+    for z, box, _ in calls:  # every box is the coarse region's own box on that slice
+        assert box == tight_box(truth[z])
+
+
+def test_coarse_guide_takes_only_components_touching_the_previous_box():
+    region = np.zeros((3, 40, 60), bool)
+    region[:, 10:20, 5:15] = True  # the followed object
+    region[1, 25:35, 40:55] = True  # same class elsewhere on slice 1 (a false positive)
+    guide = coarse_guide(region, min_area=4)
+    chosen = guide(1, region[0])
+    np.testing.assert_array_equal(chosen, region[0])
+    assert guide(1, np.pad(np.ones((2, 2), bool), ((30, 8), (45, 13)))).sum() == 150  # only the far one touches
+    assert guide(2, np.pad(np.ones((2, 2), bool), ((36, 2), (0, 58)))) is None  # nothing overlaps that box
+    empty = np.zeros_like(region)
+    assert coarse_guide(empty)(1, region[0]) is None
+
+
+def test_unknown_guide_is_refused():
+    with pytest.raises(ValueError, match="guide"):
+        PropagationOptions(guide="memory-of-the-future")
