@@ -8,6 +8,8 @@
   ``m`` takes samples ``m*B .. m*B+B-1``, so a resumed run reads exactly the batches it would have read.
 * Labels are mapped to class indices ``0..K`` (label values may have gaps, e.g. BraTS 2021 ET = 4);
   images go through :func:`medsam_kit.engine.intensity.to_unit`.
+* Each micro-batch is warped on the device (``augment`` section, :mod:`medsam_kit.engine.augment`),
+  seeded by ``(seed, micro-batch index)``, so resuming stays exact.
 * AdamW, linear warmup then cosine decay; gradient accumulation; gradient clipping; AMP on CUDA
   (bfloat16 when supported, else float16 with a gradient scaler).
 * Validation: mean Dice per class on the split's ``val`` cases (never ``test``), slice by slice
@@ -38,6 +40,7 @@ from torch.utils.data import DataLoader
 
 from medsam_kit.data.cache import load_prepared, prepare
 from medsam_kit.data.samplers import SliceSampler
+from medsam_kit.engine.augment import SpatialAugment
 from medsam_kit.engine.config import ExperimentConfig, save_config
 from medsam_kit.engine.intensity import intensity_spec, to_unit, unit_pad_value
 from medsam_kit.engine.metrics import dice_iou
@@ -170,6 +173,7 @@ class Trainer:
         lut[self.class_values] = np.arange(1, len(self.class_values) + 1)
         self.label_lut = torch.from_numpy(lut)
         self.intensity = intensity_spec(self.plan)
+        self.augment = SpatialAugment(cfg.augment.params(), unit_pad_value(self.intensity), cfg.train.seed)
         in_channels = len(self.plan.channel_names)
         if cfg.model.in_channels not in (None, in_channels):
             raise ValueError(
@@ -315,7 +319,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 sums: dict[str, float] = {}
                 for _ in range(t.grad_accumulation):
-                    batch = self._to_device(next(batches))
+                    batch = self.augment(self._to_device(next(batches)), micro)
                     with self._autocast():
                         loss, logs = self.method.loss(self.model, batch, micro)
                     self.scaler.scale(loss / t.grad_accumulation).backward()

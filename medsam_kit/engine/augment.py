@@ -1,0 +1,128 @@
+"""Batched spatial augmentation on the device: one random affine warp per sample, image and label alike.
+
+Each sample of a ``(B, C, H, W)`` batch gets its own affine map (flips, a quarter turn, a small
+rotation, isotropic scale, translation, composed into one ``2 x 3`` matrix) and the whole batch
+is resampled with a single :func:`torch.nn.functional.grid_sample` call: bilinear for images,
+nearest for labels, so the label stays a label map and lines up with the image exactly (flips
+and quarter turns are exact permutations of the pixels). Pixels that come from outside the
+sample take ``pad_value`` in the image (the model-input value of a preprocessed 0, as the
+sampler pads) and background in the label.
+
+Why not MONAI's ``RandAffined``: it draws one transform per call on one sample (a Python loop per
+batch element on the CPU); here the batch is warped in one call on the training device, which the
+semi-supervised views (weak / strong of a whole unlabeled batch) need as well.
+
+Randomness comes from a generator seeded by ``(seed, step)``, so a resumed run draws the same
+warps as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Ranges of the random affine map (all off = identity).
+
+    Attributes:
+        probability: chance that a sample is warped at all.
+        flip: chance of a left-right flip and, independently, of an up-down flip.
+        rot90: also turn by a random multiple of 90 degrees.
+        rotate_deg: rotation drawn uniformly from ``[-rotate_deg, rotate_deg]``.
+        scale: zoom factor range ``(lo, hi)`` (> 1 enlarges the content), drawn log-uniformly.
+        translate: shift drawn uniformly from ``[-translate, translate]`` of the side, per axis.
+    """
+
+    probability: float = 0.0
+    flip: float = 0.0
+    rot90: bool = False
+    rotate_deg: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)
+    translate: float = 0.0
+
+    def __post_init__(self) -> None:
+        lo, hi = (float(v) for v in self.scale)
+        if not 0 < lo <= hi:
+            raise ValueError(f"augment scale must be (lo, hi) with 0 < lo <= hi, got {self.scale}")
+        for name in ("probability", "flip"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"augment {name} must be in [0, 1], got {getattr(self, name)}")
+        if self.translate < 0 or self.rotate_deg < 0:
+            raise ValueError("augment translate and rotate_deg must be >= 0")
+
+    @property
+    def active(self) -> bool:
+        return self.probability > 0 and (self.flip > 0 or self.rot90 or self.rotate_deg > 0
+                                         or self.scale != (1.0, 1.0) or self.translate > 0)
+
+
+def random_affines(batch: int, params: AugmentParams, generator: torch.Generator) -> torch.Tensor:
+    """``(B, 2, 3)`` float32 matrices for :func:`torch.nn.functional.affine_grid` (output → input coordinates)."""
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(batch, generator=generator)
+
+    angle = uniform(-params.rotate_deg, params.rotate_deg) * math.pi / 180
+    if params.rot90:
+        angle = angle + torch.randint(0, 4, (batch,), generator=generator) * (math.pi / 2)
+    lo, hi = (math.log(float(v)) for v in params.scale)
+    zoom = torch.exp(uniform(lo, hi))
+    flip_x = torch.where(torch.rand(batch, generator=generator) < params.flip, -1.0, 1.0)
+    flip_y = torch.where(torch.rand(batch, generator=generator) < params.flip, -1.0, 1.0)
+    shift = uniform(-params.translate, params.translate), uniform(-params.translate, params.translate)
+    warp = torch.rand(batch, generator=generator) < params.probability
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # sampling grid = R(angle) · diag(flip) / zoom · output + shift; normalised coordinates span [-1, 1]
+    matrix = torch.stack([
+        torch.stack([cos * flip_x / zoom, -sin * flip_y / zoom, 2 * shift[0]], dim=1),
+        torch.stack([sin * flip_x / zoom, cos * flip_y / zoom, 2 * shift[1]], dim=1),
+    ], dim=1)
+    # quarter turns must be exact permutations: snap cos/sin of multiples of 90 degrees
+    matrix[:, :, :2] = torch.where(matrix[:, :, :2].abs() < 1e-6, torch.zeros(()), matrix[:, :, :2])
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    return torch.where(warp[:, None, None], matrix, identity)
+
+
+def warp_batch(images: torch.Tensor, labels: torch.Tensor | None, matrices: torch.Tensor, pad_value: float = 0.0
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Resample ``images`` ``(B, C, H, W)`` (bilinear) and ``labels`` ``(B, H, W)`` (nearest) with ``matrices``."""
+    matrices = matrices.to(images.device, images.dtype)
+    grid = F.affine_grid(matrices, list(images.shape), align_corners=False)
+    warped = F.grid_sample(images - pad_value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    warped = warped + pad_value
+    if labels is None:
+        return warped, None
+    label = F.grid_sample(labels[:, None].to(images.dtype), grid, mode="nearest", padding_mode="zeros",
+                          align_corners=False)
+    return warped, label[:, 0].round().to(labels.dtype)
+
+
+class SpatialAugment:
+    """Callable ``(batch, step) -> batch`` warping ``batch["image"]`` and ``batch["label"]`` together.
+
+    Args:
+        params: the ranges.
+        pad_value: image value for pixels from outside the sample.
+        seed: base seed; step ``t`` uses a generator seeded by ``(seed, t)``.
+    """
+
+    def __init__(self, params: AugmentParams, pad_value: float = 0.0, seed: int = 0) -> None:
+        self.params = params
+        self.pad_value = float(pad_value)
+        self.seed = int(seed)
+
+    def __call__(self, batch: dict, step: int) -> dict:
+        if not self.params.active:
+            return batch
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(step))
+        matrices = random_affines(batch["image"].shape[0], self.params, generator)
+        image, label = warp_batch(batch["image"], batch.get("label"), matrices, self.pad_value)
+        out = dict(batch, image=image)
+        if label is not None:
+            out["label"] = label
+        return out
