@@ -95,6 +95,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="how slices meet the model input: 'longest' resizes whole slices (SAM style, default "
                              "for official weights), 'native' uses windows at the training resolution (default "
                              "for --run and medsam_kit checkpoints)")
+    parser.add_argument("--propagation", choices=("box", "memory"), default="box",
+                        help="how an object is followed from its prompted slice(s): 'box' (default, any model) "
+                             "decodes the next slice from the previous mask's box; 'memory' uses SAM-2 memory "
+                             "attention (SAM-2 models; for weights with trained memory, e.g. SAM-2.1, MedSAM2)")
+    parser.add_argument("--guide", choices=("auto", "coarse", "none"), default="auto",
+                        help="box propagation guided by the model's coarse head (the next box from its region "
+                             "of the label; the object ends where it sees none): 'auto' (default) = on for "
+                             "--run and medsam_kit checkpoints, whose coarse head is trained, off otherwise")
     parser.add_argument("--cache-mb", type=int, default=1024,
                         help="bound of the slice-embedding cache in MiB (default 1024)")
     parser.set_defaults(func=run)
@@ -149,24 +157,32 @@ def make_segmenter(args: argparse.Namespace):
     """The :class:`~medsam_kit.infer.Segmenter` described by ``--run`` or ``--model`` / ``--checkpoint``."""
     from medsam_kit.infer.run_loading import settings_from_extra
     from medsam_kit.infer.segmenter import Segmenter
+    from medsam_kit.infer.volume import PropagationOptions
     from medsam_kit.models import load_model, read_checkpoint
 
     options = {"device": args.device, "batch_size": args.batch_size, "cache_bytes": args.cache_mb << 20}
     in_channels = getattr(args, "in_channels", None)
+
+    def propagation(trained_head: bool) -> PropagationOptions:
+        guide = getattr(args, "guide", "auto")
+        guide = ("coarse" if trained_head else "none") if guide == "auto" else guide
+        return PropagationOptions(guide=guide, method=getattr(args, "propagation", "box"))
+
     if args.run is not None:
         if args.checkpoint is not None:
             raise ValueError("--checkpoint goes with --model; a --run folder brings its own checkpoint")
         if in_channels is not None:
             raise ValueError("--in-channels goes with --model; a --run folder's model has its own channels")
-        return Segmenter.from_run(args.run, **options, **({"mode": args.mode} if args.mode else {}))
+        return Segmenter.from_run(args.run, **options, propagation=propagation(True),
+                                  **({"mode": args.mode} if args.mode else {}))
     if in_channels is not None and in_channels < 1:
         raise ValueError(f"--in-channels must be at least 1, got {in_channels}")
     model = load_model(args.model, args.checkpoint, in_channels=in_channels, device=args.device)
-    settings = {}
+    settings = {"propagation": propagation(False)}
     if args.checkpoint is not None:
         checkpoint = read_checkpoint(args.checkpoint)
         if checkpoint.kind == "medsam_kit":  # trained by medsam_kit: windows at the training resolution
-            settings = {"mode": "native", **settings_from_extra(checkpoint.extra)}
+            settings = {"mode": "native", "propagation": propagation(True), **settings_from_extra(checkpoint.extra)}
     if args.mode is not None:
         settings["mode"] = args.mode
     return Segmenter(model, **settings, **options)

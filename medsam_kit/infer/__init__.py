@@ -5,12 +5,14 @@ prompts=None) -> SegmentationResult`` (labels ``(Z, Y, X)`` uint8 on the input g
 geometry) and ``segment_slice(image, box=..., points=...) -> (Y, X)`` bool; ``Segmenter.from_run``.
 Building blocks: :class:`EmbeddingCache` (byte-bounded per-slice encoder features),
 :class:`SlicePredictor` / :class:`ResizeTransform` (2D, coordinates), :mod:`.volume`
-(propagation, multi-class assembly, automatic mode), :func:`write_result` (files).
+(propagation, multi-class assembly, automatic mode), :func:`propagate_with_memory` (SAM-2 memory
+propagation), :func:`write_result` (files).
 """
 
 from __future__ import annotations
 
 from medsam_kit.infer.cache import DEFAULT_MAX_BYTES, EmbeddingCache
+from medsam_kit.infer.memory import propagate_with_memory
 from medsam_kit.infer.output import write_overlay, write_result
 from medsam_kit.infer.segmenter import SegmentationResult, Segmenter
 from medsam_kit.infer.slice_predictor import ResizeTransform, SlicePredictor
@@ -36,6 +38,7 @@ __all__ = [
     "automatic_prompts",
     "coarse_label_volume",
     "propagate_object",
+    "propagate_with_memory",
     "segment_automatic",
     "segment_prompted",
     "write_overlay",

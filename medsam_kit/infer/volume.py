@@ -68,6 +68,11 @@ class PropagationOptions:
             one is meant. The decoder was trained with boxes plus sometimes one positive point.
         guide: ``"coarse"``: the coarse head's label region picks each propagated box and ends the object
             (module docstring); ``"none"``: the previous mask alone.
+        method: ``"box"`` (default): box (+ point) propagation, any model; ``"memory"``: SAM-2
+            memory attention with the prompted slices as conditioning frames
+            (:func:`medsam_kit.infer.memory.propagate_with_memory`; SAM-2 models only, worth it with
+            weights whose memory modules were trained -- official SAM-2.1, MedSAM2; box and point
+            prompts only; ``guide`` and ``interior_point`` do not apply).
     """
 
     mask_threshold: float = 0.0
@@ -77,13 +82,17 @@ class PropagationOptions:
     propagate: bool = True
     interior_point: bool = True
     guide: str = "none"
+    method: str = "box"
 
     def __post_init__(self) -> None:
         if self.guide not in GUIDES:
             raise ValueError(f"propagation guide must be one of {GUIDES}, got {self.guide!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"propagation method must be one of {METHODS}, got {self.method!r}")
 
 
 GUIDES = ("none", "coarse")
+METHODS = ("box", "memory")
 
 PredictFn = Callable[[int, BoxPrompt, "np.ndarray | None"], np.ndarray]
 # guide(slice_index, previous_mask) -> the (Y, X) bool region to prompt on that slice, or None: the object ended
@@ -248,6 +257,8 @@ def segment_prompted(predictor: SlicePredictor, volume_id: Hashable, image: np.n
         # prefetch: one encoder batch ahead in the travel direction, not one call per slice
         return predictor.predict(volume_id, image, z, box, point, labels, prefetch_step=step)
 
+    if options.method == "memory" and options.propagate:
+        return _segment_with_memory(predictor, volume_id, image, prompts, options, keep_probabilities)
     guided = options.guide == "coarse" and options.propagate
     if guided and coarse_labels is None:
         coarse_labels = coarse_label_volume(predictor, volume_id, image, coarse_classes)
@@ -261,6 +272,22 @@ def segment_prompted(predictor: SlicePredictor, volume_id: Hashable, image: np.n
             seeds[z] = decode_slice_prompts(predictor, volume_id, image, z, prompts.get(label, z))
         for z, logits in propagate_object(predict, nz, seeds, options, guide).items():
             assembler.add(label, z, logits)
+    return assembler
+
+
+def _segment_with_memory(predictor: SlicePredictor, volume_id: Hashable, image: np.ndarray, prompts: PromptSet,
+                         options: PropagationOptions, keep_probabilities: bool) -> LabelAssembler:
+    """:func:`segment_prompted` with SAM-2 memory propagation, one object (label) at a time."""
+    from medsam_kit.infer.memory import propagate_with_memory  # SAM-2 internals; only when asked for
+
+    _, nz, ny, nx = image.shape
+    assembler = LabelAssembler((nz, ny, nx), prompts.labels(), keep_probabilities)
+    for label in prompts.labels():
+        seeds = {z: prompts.get(label, z) for z in prompts.slices(label)}
+        logits = propagate_with_memory(predictor, volume_id, image, seeds, mask_threshold=options.mask_threshold,
+                                       min_area=options.min_area, max_distance=options.max_distance)
+        for z, slice_logits in logits.items():
+            assembler.add(label, z, slice_logits)
     return assembler
 
 

@@ -149,6 +149,8 @@ def set_decoder_postprocessing(sam: nn.Module, enabled: bool) -> None:
     this attribute is the one the decoder reads at every forward.
     """
     sam.sam_mask_decoder.dynamic_multimask_via_stability = bool(enabled)
+    if hasattr(sam, "binarize_mask_from_pts_for_mem_enc"):  # as Meta's video builder with post-processing
+        sam.binarize_mask_from_pts_for_mem_enc = bool(enabled)
 
 
 def model_from_config(

@@ -105,3 +105,23 @@ def test_predict_from_medsam_kit_checkpoint_uses_its_plan_and_label_names(tmp_pa
     labels = read_volume(out / "case_a.nii.gz")
     assert labels.array.shape == (6, 40, 48) and set(np.unique(labels.array)) <= {0, 1, 2}
     assert labels.geometry.almost_equal(read_volume(volume_file).geometry, atol=1e-5)
+
+
+def test_propagation_and_guide_options(tmp_path, volume_file):
+    def segmenter(*extra):
+        return predict.make_segmenter(_parser().parse_args(
+            ["predict", "--model", "sam2.1_hiera_tiny_test", "--input", "x", "--output", "y", *extra]))
+
+    assert segmenter().propagation.guide == "none"  # registry model: untrained coarse head
+    assert segmenter("--guide", "coarse").propagation.guide == "coarse"
+    memory = segmenter("--propagation", "memory")
+    assert memory.propagation.method == "memory"
+    prompt = {"labels": {memory.label_names[1]: {"3": {"boxes": [[5, 5, 30, 25]]}}}}
+    (tmp_path / "p.json").write_text(json.dumps(prompt))
+    out = tmp_path / "mem.nii.gz"
+    assert _run(["--model", "sam2.1_hiera_tiny_test", "--propagation", "memory", "--input", str(volume_file),
+                 "--output", str(out), "--prompts", str(tmp_path / "p.json")]) == 0
+    assert read_volume(out).array.shape == read_volume(volume_file).array.shape
+    with pytest.raises(ValueError, match="SAM-2"):
+        _run(["--model", "sam_vit_tiny_test", "--propagation", "memory", "--input", str(volume_file),
+              "--output", str(tmp_path / "x.nii.gz"), "--prompts", str(tmp_path / "p.json")])
