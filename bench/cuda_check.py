@@ -65,7 +65,7 @@ def main() -> None:
     report["train"] = {"steps": args.steps, "wall_s": round(wall, 1), "median_step_s": float(np.median(steps)),
                        "best_val_dice": result.best_val_dice, "best_step": result.best_step,
                        "amp": config.train.amp}
-    print(f"train on cuda: {args.steps} steps in {wall:.1f} s, best val Dice {result.best_val_dice:.3f}", flush=True)
+    print(f"train on {gpu}: {args.steps} steps in {wall:.1f} s, best val Dice {result.best_val_dice:.3f}", flush=True)
 
     short = load_config(CONFIG, {"data.raw": str(raw), "train.device": gpu, "train.steps": 40,
                                  "train.val_every": 0, "train.validate_at_start": False})
@@ -74,7 +74,7 @@ def main() -> None:
     resumed = Trainer(short, work / "split").fit(resume=True)
     gap = float(np.max(np.abs(np.array(resumed.losses) - np.array(full.losses[20:]))))
     report["resume"] = {"max_loss_difference": gap, "losses_compared": len(resumed.losses)}
-    print(f"resume on cuda: largest loss difference over {len(resumed.losses)} steps {gap:.2e}", flush=True)
+    print(f"resume on {gpu}: largest loss difference over {len(resumed.losses)} steps {gap:.2e}", flush=True)
 
     split = json.loads((work / "run" / "split.json").read_text())
     records = {r.case_id: r for r in get_adapter("acdc").discover(raw)}

@@ -95,10 +95,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="how slices meet the model input: 'longest' resizes whole slices (SAM style, default "
                              "for official weights), 'native' uses windows at the training resolution (default "
                              "for --run and medsam_kit checkpoints)")
-    parser.add_argument("--propagation", choices=("box", "memory"), default="box",
-                        help="how an object is followed from its prompted slice(s): 'box' (default, any model) "
-                             "decodes the next slice from the previous mask's box; 'memory' uses SAM-2 memory "
-                             "attention (SAM-2 models; for weights with trained memory, e.g. SAM-2.1, MedSAM2)")
+    parser.add_argument("--propagation", choices=("auto", "box", "memory"), default="auto",
+                        help="how an object is followed from its prompted slice(s): 'box' (any model) decodes the "
+                             "next slice from the previous mask's box; 'memory' uses SAM-2 memory attention "
+                             "(SAM-2 models with trained memory: official SAM-2.1, MedSAM2); 'auto' (default) = "
+                             "memory for official SAM-2 checkpoints, box otherwise (medsam_kit runs do not train "
+                             "the memory modules)")
     parser.add_argument("--guide", choices=("auto", "coarse", "none"), default="auto",
                         help="box propagation guided by the model's coarse head (the next box from its region "
                              "of the label; the object ends where it sees none): 'auto' (default) = on for "
@@ -163,10 +165,12 @@ def make_segmenter(args: argparse.Namespace):
     options = {"device": args.device, "batch_size": args.batch_size, "cache_bytes": args.cache_mb << 20}
     in_channels = getattr(args, "in_channels", None)
 
-    def propagation(trained_head: bool) -> PropagationOptions:
+    def propagation(trained_head: bool, trained_memory: bool = False) -> PropagationOptions:
         guide = getattr(args, "guide", "auto")
         guide = ("coarse" if trained_head else "none") if guide == "auto" else guide
-        return PropagationOptions(guide=guide, method=getattr(args, "propagation", "box"))
+        method = getattr(args, "propagation", "auto")
+        method = ("memory" if trained_memory else "box") if method == "auto" else method
+        return PropagationOptions(guide=guide, method=method)
 
     if args.run is not None:
         if args.checkpoint is not None:
@@ -178,7 +182,10 @@ def make_segmenter(args: argparse.Namespace):
     if in_channels is not None and in_channels < 1:
         raise ValueError(f"--in-channels must be at least 1, got {in_channels}")
     model = load_model(args.model, args.checkpoint, in_channels=in_channels, device=args.device)
-    settings = {"propagation": propagation(False)}
+    # official SAM-2.1 / MedSAM2 weights (the only ones loaded with SAM-2's own post-processing on)
+    # carry trained memory attention; random init and medsam_kit runs do not
+    official_sam2 = model.family == "sam2" and bool(model.config.get("decoder_postprocessing"))
+    settings = {"propagation": propagation(False, official_sam2)}
     if args.checkpoint is not None:
         checkpoint = read_checkpoint(args.checkpoint)
         if checkpoint.kind == "medsam_kit":  # trained by medsam_kit: windows at the training resolution

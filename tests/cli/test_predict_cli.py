@@ -113,6 +113,7 @@ def test_propagation_and_guide_options(tmp_path, volume_file):
             ["predict", "--model", "sam2.1_hiera_tiny_test", "--input", "x", "--output", "y", *extra]))
 
     assert segmenter().propagation.guide == "none"  # registry model: untrained coarse head
+    assert segmenter().propagation.method == "box"  # random init: no trained memory either
     assert segmenter("--guide", "coarse").propagation.guide == "coarse"
     memory = segmenter("--propagation", "memory")
     assert memory.propagation.method == "memory"
@@ -125,3 +126,18 @@ def test_propagation_and_guide_options(tmp_path, volume_file):
     with pytest.raises(ValueError, match="SAM-2"):
         _run(["--model", "sam_vit_tiny_test", "--propagation", "memory", "--input", str(volume_file),
               "--output", str(tmp_path / "x.nii.gz"), "--prompts", str(tmp_path / "p.json")])
+
+
+def test_official_sam2_checkpoint_propagates_with_memory_by_default(tmp_path):
+    import torch
+
+    from medsam_kit.models import load_model
+
+    path = tmp_path / "sam2_official.pt"
+    torch.save({"model": load_model("sam2.1_hiera_tiny_test").sam.state_dict()}, path)  # Meta's file format
+    args = _parser().parse_args(["predict", "--model", "sam2.1_hiera_tiny_test", "--checkpoint", str(path),
+                                 "--input", "x", "--output", "y"])
+    segmenter = predict.make_segmenter(args)
+    assert segmenter.propagation.method == "memory" and segmenter.propagation.guide == "none"
+    args.propagation = "box"
+    assert predict.make_segmenter(args).propagation.method == "box"
