@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from tqdm import tqdm
@@ -23,6 +24,12 @@ config's data.dataset layout, which is prepared into RUN/prepared first (skipped
 Example:
   medsam-kit phantoms acdc --out acdc_raw --cases 10
   medsam-kit train --config configs/experiments/acdc_supervised.yaml --data acdc_raw --out runs/acdc
+
+Several GPUs (or CPU processes): the same command under torchrun, e.g.
+  torchrun --nproc_per_node 4 -m medsam_kit train --config CONFIG --data DIR --out RUN
+train.batch_size (and train.unlabeled_batch_size) stay the global batch, shared evenly by the
+processes (a multiple of N); gradients are averaged across processes, rank 0 writes the run folder
+and validates, --resume works the same. NCCL on CUDA (one GPU per process), gloo on CPU.
 """
 
 
@@ -101,11 +108,17 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, config_overrides(args))
     out = args.out or Path("runs") / config.name
-    trainer = Trainer(config, out, callbacks=[_Bar()])
+    trainer = Trainer(config, out, callbacks=[_Bar()])  # callbacks run on rank 0 only under torchrun
+    main_rank = os.environ.get("RANK", "0") == "0"
     if config.data.raw and not config.data.prepared:
-        with progress_bar(f"prepare {config.data.dataset}") as progress:
-            trainer.prepared_dir(progress)
+        if main_rank:
+            with progress_bar(f"prepare {config.data.dataset}") as progress:
+                trainer.prepared_dir(progress)
+        else:  # waits for rank 0's preparation
+            trainer.prepared_dir()
     result = trainer.fit(resume=args.resume)
+    if not main_rank:
+        return 0
     best = "no validation" if result.best_val_dice is None else (
         f"best val Dice {result.best_val_dice:.3f} at step {result.best_step}")
     print(f"trained steps {result.start_step}..{result.step} of {config.name}: final loss "

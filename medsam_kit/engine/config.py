@@ -4,12 +4,12 @@ A config file has these sections (every key optional; defaults below)::
 
     name: acdc_supervised
     model:     {name, image_size, in_channels (null: from the data), checkpoint, options}
-    data:      {prepared | raw + dataset, num_workers}
+    data:      {prepared | raw + dataset, num_workers, labeled_budget}
     sampler:   {foreground_probability, pad_mode}          # 2D slices, patch = model image size
     augment:   {probability, flip, rot90, rotate_deg, scale, translate}   # batched warps on the device
     optim:     {lr, weight_decay, betas, warmup_steps, min_lr_ratio, grad_clip}
-    train:     {steps, batch_size, grad_accumulation, amp, checkpoint_every, val_every,
-                validate_at_start, val_batch_size, seed, device}
+    train:     {steps, batch_size, unlabeled_batch_size, grad_accumulation, amp, checkpoint_every,
+                val_every, validate_at_start, val_batch_size, seed, device}
     trainable: {freeze: [pattern, ...]}
     method:    {name: supervised, <the method's own keys>}
 
@@ -64,12 +64,19 @@ class DataConfig:
         raw: raw dataset folder (used when ``prepared`` is None); needs ``dataset``.
         dataset: adapter name for ``raw`` ('acdc', 'bhsd', 'brats', 'brats2021', 'em', 'nnunet').
         num_workers: DataLoader worker processes (0: load in the training process).
+        labeled_budget: labeled training patients for a ``raw`` folder's split (the rest become the
+            unlabeled pool of semi-supervised methods): an int is a count on the protocol's scale
+            (ACDC: out of its 70 training patients, scaled to a smaller folder, at least 1), a float
+            in (0, 1] a fraction of the training patients; None keeps every label. A ``prepared``
+            folder brings its own split (``medsam-kit prepare --labeled-budget``); a budget that
+            differs from it is an error.
     """
 
     prepared: str | None = None
     raw: str | None = None
     dataset: str | None = None
     num_workers: int = 0
+    labeled_budget: int | float | None = None
 
 
 @dataclass
@@ -103,7 +110,10 @@ class TrainConfig:
 
     Attributes:
         steps: optimizer steps.
-        batch_size: slices per micro-batch.
+        batch_size: slices per micro-batch (the global batch: under ``torchrun --nproc_per_node N``
+            each process takes ``batch_size / N`` of them, so it must be a multiple of N).
+        unlabeled_batch_size: unlabeled slices per micro-batch for methods that use the split's
+            ``train_unlabeled`` cases (e.g. ``sss``); None: ``batch_size``. Also global.
         grad_accumulation: micro-batches per optimizer step (effective batch = product).
         amp: 'auto' (mixed precision on CUDA only), true or false.
         checkpoint_every: write ``last.pt`` every N steps (and always at the end).
@@ -116,6 +126,7 @@ class TrainConfig:
 
     steps: int = 300
     batch_size: int = 4
+    unlabeled_batch_size: int | None = None
     grad_accumulation: int = 1
     amp: Any = "auto"
     checkpoint_every: int = 100
@@ -189,8 +200,11 @@ def _check_type(value: Any, annotation: str, where: str) -> Any:
         if type(None) in allowed:
             return None
         raise ValueError(f"config key {where} must not be empty (null)")
-    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if int in allowed:  # int | float keys keep an int an int (a count, not a fraction)
+            return value
+        if float in allowed:
+            return float(value)
     if int in allowed and isinstance(value, bool):
         raise ValueError(f"config key {where} must be an integer, got {value!r}")
     if not isinstance(value, tuple(t for t in allowed if t is not type(None))):
@@ -262,6 +276,8 @@ def _validate(config: ExperimentConfig) -> None:
     for key in ("steps", "batch_size", "grad_accumulation", "val_batch_size"):
         if getattr(t, key) < 1:
             raise ValueError(f"train.{key} must be >= 1, got {getattr(t, key)}")
+    if t.unlabeled_batch_size is not None and t.unlabeled_batch_size < 1:
+        raise ValueError(f"train.unlabeled_batch_size must be >= 1 (or null), got {t.unlabeled_batch_size}")
     if t.checkpoint_every < 1 or t.val_every < 0:
         raise ValueError("train.checkpoint_every must be >= 1 and train.val_every >= 0")
     if t.amp not in ("auto", True, False):

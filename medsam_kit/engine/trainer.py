@@ -15,8 +15,32 @@
 * Validation: mean Dice per class on the split's ``val`` cases (never ``test``), slice by slice
   with the coarse head (automatic mode), windows of S x S (MONAI sliding window) at the prepared
   spacing as in training; ``best.pt`` follows the best mean Dice.
-* Resume: ``last.pt`` holds model, optimizer, scheduler, scaler, step and RNG states; losses after
-  a resume equal those of an uninterrupted run.
+* Resume: ``last.pt`` holds model, optimizer, scheduler, scaler, method, step and RNG states; losses
+  after a resume equal those of an uninterrupted run.
+* Unlabeled stream (methods with ``needs_unlabeled = True``): 2D slices of the split's
+  ``train_unlabeled`` cases, sample ``i`` seeded by ``(seed + 1, 0, i)``, micro-batch ``m`` takes
+  samples ``m*Bu .. m*Bu+Bu-1`` (``Bu = train.unlabeled_batch_size``, default ``train.batch_size``),
+  so it resumes exactly too. It reaches the method as ``batch["unlabeled"]`` = ``{"image": (Bu, C, S, S)
+  float in [0, 1] on the device (to_unit applied, not augmented), "case_id": list[str],
+  "patch_origin": (Bu, 3) int64 (z, y, x) crop start in the prepared volume, on the CPU}``.
+* Distributed (``torchrun --nproc_per_node N``, :mod:`medsam_kit.engine.distributed`): every global
+  micro-batch (labeled and unlabeled alike) is split into N contiguous shares, rank ``r`` holding
+  rows ``r*B/N ..``; gradients are averaged across ranks before clipping; logged losses are rank means;
+  rank 0 alone writes files and validates. ``world_size == 1`` is the plain single-process loop.
+
+Method hooks (all optional; a method needs only ``loss``, ``state_dict``, ``load_state_dict``), in
+the order the trainer calls them:
+
+1. :meth:`Trainer.setup` loads the data and split, builds and freezes the model, sets ``amp``, then
+   calls ``method.setup(trainer)`` (the method may read ``model``, ``device``, ``train_cases``,
+   ``unlabeled_cases``, ``val_cases``, ``intensity``, ``augment``, ``class_values``, ``config``,
+   ``amp``/``amp_dtype``, ``rank``/``world_size``, and build its own modules on ``device``).
+2. Then the optimizer is built over the model's trainable parameters (group 0) plus
+   ``method.parameters()`` when the method has it (group 1, same LR schedule); both are clipped
+   together and averaged across ranks. The method's ``state_dict`` must carry those modules' weights.
+3. ``fit(resume=True)`` restores model, optimizer and ``method.load_state_dict`` after setup.
+4. Per micro-batch ``method.loss(model, batch, micro)``; after each optimizer step (1-based
+   ``step``) ``method.after_step(model, step)`` on every rank, before validation and checkpointing.
 
 The library never prints: progress goes to ``callbacks`` (objects with any of ``on_start(trainer,
 start_step, total_steps)``, ``on_step(step, logs)``, ``on_validation(step, result)``, ``on_end(result)``).
@@ -42,6 +66,19 @@ from medsam_kit.data.cache import load_prepared, prepare
 from medsam_kit.data.samplers import SliceSampler
 from medsam_kit.engine.augment import SpatialAugment
 from medsam_kit.engine.config import ExperimentConfig, save_config
+from medsam_kit.engine.distributed import (
+    DistInfo,
+    ShardSampler,
+    augment_rows,
+    average_gradients,
+    average_logs,
+    barrier,
+    broadcast_object,
+    broadcast_parameters,
+    cleanup,
+    init_distributed,
+    shard,
+)
 from medsam_kit.engine.intensity import intensity_spec, to_unit, unit_pad_value
 from medsam_kit.engine.metrics import dice_iou
 from medsam_kit.engine.run import RunLog, checkpoint_path, rng_state, set_rng_state
@@ -105,6 +142,15 @@ def freeze_parts(model, patterns: list[str]) -> list[str]:
     return frozen
 
 
+class _NullLog:
+    """The run log of ranks other than 0: they write nothing."""
+
+    def restart(self, step: int) -> None: ...
+    def log(self, record: dict) -> None: ...
+    def plot(self) -> None: ...
+    def close(self) -> None: ...
+
+
 class Trainer:
     """One training loop for every method (module docstring).
 
@@ -126,11 +172,40 @@ class Trainer:
         self.method = method if method is not None else get_method(config.method)
         self.tensorboard = tensorboard
         self.device = resolve_device(config.train.device)
+        self.dist = DistInfo()
+        self._dist_ready = False
+        self._owns_group = False
         self.model = None
+        self.unlabeled_cases = None
         self._prepared: Path | None = None
+
+    @property
+    def rank(self) -> int:
+        return self.dist.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.dist.world_size
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 (always True in a single process): writes the run folder and validates."""
+        return self.dist.is_main
+
+    @property
+    def needs_unlabeled(self) -> bool:
+        return bool(getattr(self.method, "needs_unlabeled", False))
+
+    def _init_distributed(self) -> None:
+        """Join the torchrun process group once (no-op in a single process); sets the rank's device."""
+        if not self._dist_ready:
+            self.dist, self.device, self._owns_group = init_distributed(self.device)
+            self._dist_ready = True
 
     # ------------------------------------------------------------------ setup
     def _notify(self, event: str, *args) -> None:
+        if not self.is_main:  # callbacks print / draw progress: once per job
+            return
         for callback in self.callbacks:
             handler = getattr(callback, event, None)
             if handler is not None:
@@ -145,7 +220,11 @@ class Trainer:
             if not data.dataset:
                 raise ValueError("data.raw needs data.dataset (acdc, bhsd, brats, brats2021, em, nnunet)")
             if self._prepared is None:  # once per Trainer; a re-run of prepare skips up-to-date cases anyway
-                prepare(data.dataset, data.raw, self.run_dir / "prepared", progress=progress)
+                self._init_distributed()
+                if self.is_main:  # rank 0 prepares; the others wait, then read what it wrote
+                    prepare(data.dataset, data.raw, self.run_dir / "prepared", progress=progress,
+                            labeled_budget=data.labeled_budget)
+                barrier(self.dist)
                 self._prepared = self.run_dir / "prepared"
             return self._prepared
         raise ValueError("the config names no data: set data.prepared or data.raw + data.dataset (or --data DIR)")
@@ -153,6 +232,13 @@ class Trainer:
     def setup(self, progress=None) -> None:
         """Load data and split, build the model and method; write config / fingerprint / plan / split."""
         cfg = self.config
+        self._init_distributed()
+        self.shard = shard(cfg.train.batch_size, self.dist, "train.batch_size")
+        unlabeled_batch = cfg.train.unlabeled_batch_size or cfg.train.batch_size
+        if self.needs_unlabeled:
+            self.unlabeled_shard = shard(unlabeled_batch, self.dist,
+                                         "train.unlabeled_batch_size" if cfg.train.unlabeled_batch_size
+                                         else "train.batch_size (the unlabeled batch size by default)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         prepared_dir = self.prepared_dir(progress)
         dataset = load_prepared(prepared_dir)
@@ -163,11 +249,26 @@ class Trainer:
                 "train_labeled and val cases)"
             )
         split = json.loads(split_path.read_text(encoding="utf-8"))
+        budget = cfg.data.labeled_budget
+        if budget is not None and split.get("params", {}).get("labeled_budget") != budget:
+            raise ValueError(
+                f"data.labeled_budget is {budget} but {split_path} was made with labeled_budget "
+                f"{split.get('params', {}).get('labeled_budget')}; prepare the folder with --labeled-budget {budget} "
+                f"or train from the raw folder (data.raw)")
         if not split.get("train_labeled"):
             raise ValueError(f"{split_path}: the split has no train_labeled cases")
         self.plan = dataset.plan
         self.train_cases = dataset.select(split["train_labeled"])
         self.val_cases = dataset.select(split.get("val", []))
+        # Budget-hidden training cases keep their labels on disk; the unlabeled stream never reads them.
+        self.unlabeled_cases = dataset.select(split.get("train_unlabeled", []))
+        if self.needs_unlabeled and not self.unlabeled_cases.entries:
+            counts = ", ".join(f"{k}: {len(v)}" for k, v in split.items() if isinstance(v, list))
+            raise ValueError(
+                f"{split_path}: method {getattr(self.method, 'name', type(self.method).__name__)!r} needs unlabeled "
+                f"training cases but the split's train_unlabeled is empty ({counts}); prepare with a labeled budget "
+                "(`medsam-kit prepare DATASET SRC --out DIR --labeled-budget N`) or add unlabeled cases"
+            )
         self.class_values = sorted(v for v in self.plan.label_names if v != 0)
         lut = np.zeros(max([0, *self.plan.label_names]) + 1, np.int64)
         lut[self.class_values] = np.arange(1, len(self.class_values) + 1)
@@ -190,17 +291,26 @@ class Trainer:
                                 in_channels=in_channels, num_classes=len(self.class_values), **options)
         self.model.to(self.device)
         self.frozen = freeze_parts(self.model, list(cfg.trainable.freeze))
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        if not self.params:
-            raise ValueError("trainable.freeze froze every parameter; nothing to train")
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(o.warmup_steps, cfg.train.steps, o.min_lr_ratio)
-        )
         amp = cfg.train.amp
         self.amp = self.device.type == "cuda" and amp in ("auto", True)
         self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
+        # Identical on every rank already (same seed and code); copying rank 0's is DDP's safeguard.
+        broadcast_parameters([*self.model.parameters(), *self.model.buffers()], self.dist)
+        setup_method = getattr(self.method, "setup", None)
+        if setup_method is not None:  # before the optimizer: the method may add trainable modules
+            setup_method(self)
+        model_params = [p for p in self.model.parameters() if p.requires_grad]
+        extra = self._method_parameters({id(p) for p in self.model.parameters()})
+        broadcast_parameters(extra, self.dist)
+        self.params = model_params + extra
+        if not self.params:
+            raise ValueError("trainable.freeze froze every parameter; nothing to train")
+        o = cfg.optim
+        groups = [{"params": model_params}] + ([{"params": extra}] if extra else [])
+        self.optimizer = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(o.warmup_steps, cfg.train.steps, o.min_lr_ratio)
+        )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.extra = {
             "dataset": self.plan.dataset,
@@ -210,12 +320,24 @@ class Trainer:
             "plan": json.loads(json.dumps(self.plan.to_dict())),  # lists, as in plan.json
             "intensity_to_unit": dict(self.intensity),
         }
+        if not self.is_main:
+            return
         save_config(cfg, self.run_dir / "config.yaml")
         for name in ("fingerprint.json", "plan.json", "split.json"):
             text = (prepared_dir / name).read_text(encoding="utf-8")
             target = self.run_dir / name
             if not target.is_file() or target.read_text(encoding="utf-8") != text:
                 target.write_text(text, encoding="utf-8")
+
+    def _method_parameters(self, exclude: set[int]) -> list[torch.nn.Parameter]:
+        """Trainable ``method.parameters()`` (e.g. SSS's DFE) not already among the model's, in order."""
+        getter = getattr(self.method, "parameters", None)
+        extra: list[torch.nn.Parameter] = []
+        for param in getter() if getter is not None else []:
+            if param.requires_grad and id(param) not in exclude:
+                exclude.add(id(param))
+                extra.append(param)
+        return extra
 
     def _autocast(self):
         if not self.amp:
@@ -258,21 +380,28 @@ class Trainer:
         return int(state["step"])
 
     # ------------------------------------------------------------------ loop
-    def _loader(self, start_step: int) -> DataLoader:
+    def _loader(self, start_step: int, unlabeled: bool = False) -> DataLoader:
+        """This rank's share of each micro-batch from optimizer step ``start_step`` on (module docstring)."""
         t = self.config.train
-        per_step = t.batch_size * t.grad_accumulation
+        if unlabeled:
+            cases, global_size, (first, size) = self.unlabeled_cases, t.unlabeled_batch_size or t.batch_size, \
+                self.unlabeled_shard
+        else:
+            cases, global_size, (first, size) = self.train_cases, t.batch_size, self.shard
+        micro_batches = t.steps * t.grad_accumulation
         sampler = SliceSampler(
-            self.train_cases,
+            cases,
             patch_size=(self.model.image_size,) * 2,
+            labeled=not unlabeled,
             foreground_probability=self.config.sampler.foreground_probability,
             pad_mode=self.config.sampler.pad_mode,
-            num_samples=t.steps * per_step,
-            seed=t.seed,
+            num_samples=micro_batches * global_size,
+            seed=t.seed + 1 if unlabeled else t.seed,
         )
         return DataLoader(
             sampler,
-            batch_size=t.batch_size,
-            sampler=range(start_step * per_step, t.steps * per_step),
+            batch_size=size,
+            sampler=ShardSampler(start_step * t.grad_accumulation, micro_batches, global_size, first, size),
             num_workers=self.config.data.num_workers,
             generator=torch.Generator().manual_seed(t.seed),  # keeps the global RNG untouched
             pin_memory=self.device.type == "cuda",
@@ -284,6 +413,18 @@ class Trainer:
             "label": self.label_lut[batch["label"]].to(self.device, non_blocking=True),
         }
 
+    def _unlabeled_to_device(self, batch: dict) -> dict:
+        return {
+            "image": to_unit(batch["image"], self.intensity).to(self.device, non_blocking=True),
+            "case_id": list(batch["case_id"]),
+            "patch_origin": batch["patch_origin"],
+        }
+
+    def _augment(self, batch: dict, micro: int) -> dict:
+        if not self.dist.enabled:
+            return self.augment(batch, micro)
+        return augment_rows(self.augment, batch, micro, self.shard[0], self.config.train.batch_size)
+
     def fit(self, resume: bool = False, stop_at: int | None = None, progress=None) -> FitResult:
         """Train to ``config.train.steps`` (or stop after step ``stop_at``, as an interruption would).
 
@@ -294,38 +435,52 @@ class Trainer:
 
         Raises:
             FileExistsError: the run folder already holds a run and ``resume`` is False.
+            ValueError: under torchrun, a batch size the processes cannot share evenly.
         """
-        if not resume and checkpoint_path(self.run_dir, "last").is_file():
-            raise FileExistsError(
-                f"{self.run_dir} already holds a training run; pass --resume to continue it or choose another --out"
-            )
+        try:
+            if not resume and checkpoint_path(self.run_dir, "last").is_file():
+                raise FileExistsError(
+                    f"{self.run_dir} already holds a training run; pass --resume to continue it or choose another "
+                    "--out"
+                )
+            return self._fit(resume, stop_at, progress)
+        finally:
+            cleanup(self._owns_group)
+            self._owns_group = self._dist_ready = False
+
+    def _fit(self, resume: bool, stop_at: int | None, progress) -> FitResult:
         self.setup(progress)
         t = self.config.train
         self.best_val_dice, self.best_step = None, None
         start = self._resume() if resume else 0
-        log = RunLog(self.run_dir, tensorboard=self.tensorboard)
+        log = RunLog(self.run_dir, tensorboard=self.tensorboard) if self.is_main else _NullLog()
         log.restart(start)
         end = t.steps if stop_at is None else min(t.steps, stop_at)
         result = FitResult(self.run_dir, start, start)
         self._notify("on_start", self, start, end)
+        after_step = getattr(self.method, "after_step", None)
         try:
             if t.validate_at_start and start == 0 and self.val_cases.entries:
                 self._validate_and_log(0, log, result)
             self.model.train()
             batches = iter(self._loader(start))
+            unlabeled = iter(self._loader(start, unlabeled=True)) if self.needs_unlabeled else None
             micro = start * t.grad_accumulation
             for step in range(start + 1, end + 1):
                 tic = time.perf_counter()
                 self.optimizer.zero_grad(set_to_none=True)
                 sums: dict[str, float] = {}
                 for _ in range(t.grad_accumulation):
-                    batch = self.augment(self._to_device(next(batches)), micro)
+                    batch = self._augment(self._to_device(next(batches)), micro)
+                    if unlabeled is not None:
+                        batch["unlabeled"] = self._unlabeled_to_device(next(unlabeled))
                     with self._autocast():
                         loss, logs = self.method.loss(self.model, batch, micro)
                     self.scaler.scale(loss / t.grad_accumulation).backward()
                     micro += 1
                     for key, value in logs.items():
                         sums[key] = sums.get(key, 0.0) + value / t.grad_accumulation
+                average_gradients(self.params, self.dist)  # scaled grads: inf/nan reach every rank alike
                 if self.config.optim.grad_clip:
                     self.scaler.unscale_(self.optimizer)
                     torch.nn.utils.clip_grad_norm_(self.params, self.config.optim.grad_clip)
@@ -333,6 +488,9 @@ class Trainer:
                 self.scaler.update()
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()
+                if after_step is not None:
+                    after_step(self.model, step)
+                sums = average_logs(sums, self.dist, self.device)
                 record = {"kind": "train", "step": step, **sums, "lr": lr, "seconds": time.perf_counter() - tic}
                 log.log(record)
                 result.losses.append(sums["loss"])
@@ -342,16 +500,24 @@ class Trainer:
                 if validate and self.val_cases.entries:
                     self._validate_and_log(step, log, result)
                     self.model.train()
-                if step % t.checkpoint_every == 0 or step == end:
+                if (step % t.checkpoint_every == 0 or step == end) and self.is_main:
                     self._save("last", step, None, with_state=True)
             log.plot()
         finally:
             log.close()
+        # Rank 0 holds the validations; every rank returns the same result, once the files are written.
+        result.validations, self.best_val_dice, self.best_step = broadcast_object(
+            (result.validations, self.best_val_dice, self.best_step), self.dist)
+        barrier(self.dist)
         result.best_val_dice, result.best_step = self.best_val_dice, self.best_step
         self._notify("on_end", result)
         return result
 
     def _validate_and_log(self, step: int, log: RunLog, result: FitResult) -> None:
+        """Rank 0 validates, logs and keeps best.pt; the other ranks wait for it."""
+        if not self.is_main:
+            barrier(self.dist)
+            return
         val = self.validate()
         record = {"kind": "val", "step": step, **val}
         log.log(record)
@@ -361,6 +527,7 @@ class Trainer:
             self._save("best", step, val["val_dice"], with_state=False)
         self._notify("on_validation", step, record)
         log.plot()
+        barrier(self.dist)
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()

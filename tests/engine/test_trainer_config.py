@@ -44,7 +44,7 @@ def test_defaults_and_int_for_float(tmp_path):
         ({"train": {"stepz": 3}}, r"unknown config key\(s\) train\.stepz.*known keys in train: steps"),
         ({"trian": {}}, r"unknown config section\(s\) \['trian'\]"),
         ({"method": {"name": "supervised", "jitter": 1}}, r"method\.jitter for method 'supervised'.*box_jitter_px"),
-        ({"method": {"name": "magic"}}, r"unknown method 'magic'; available: supervised"),
+        ({"method": {"name": "magic"}}, r"unknown method 'magic'; available: sss, supervised"),
         ({"train": {"steps": "ten"}}, r"train\.steps must be int"),
         ({"train": {"steps": 0}}, r"train\.steps must be >= 1"),
         ({"train": {"amp": "yes"}}, r"train\.amp must be 'auto', true or false"),
