@@ -102,6 +102,53 @@ def warp_batch(images: torch.Tensor, labels: torch.Tensor | None, matrices: torc
     return warped, label[:, 0].round().to(labels.dtype)
 
 
+def inverse_affines(matrices: torch.Tensor) -> torch.Tensor:
+    """``(B, 2, 3)`` inverses of :func:`random_affines` matrices: input → output normalised coordinates."""
+    linear, shift = matrices[:, :, :2].double(), matrices[:, :, 2:].double()
+    inv = torch.linalg.inv(linear)
+    return torch.cat([inv, -inv @ shift], dim=2).to(matrices.dtype)
+
+
+def map_points(points: torch.Tensor, matrices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Where pixel-index points ``(x, y)`` of the input land in the output of :func:`warp_batch`.
+
+    Args:
+        points: ``(B, N, 2)`` ``(x, y)`` pixel-index coordinates (pixel ``[r, c]`` has centre ``(c, r)``).
+        matrices: the ``(B, 2, 3)`` matrices the batch was warped with.
+        size: ``(H, W)`` of the images.
+
+    Returns:
+        ``(B, N, 2)`` float coordinates in the warped images (may lie outside them).
+    """
+    h, w = size
+    scale = torch.tensor([w, h], dtype=torch.float64, device=points.device)
+    # align_corners=False: pixel index x <-> normalised (2x + 1) / W - 1 (affine_grid / grid_sample convention)
+    norm = (2 * points.double() + 1) / scale - 1
+    inv = inverse_affines(matrices.double()).to(points.device)
+    out = norm @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]
+    return ((out + 1) * scale - 1) / 2
+
+
+def map_boxes(boxes: torch.Tensor, matrices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Enclosing boxes, in the warped images, of the input boxes mapped through the warps (not clipped).
+
+    Args:
+        boxes: ``(B, 4)`` ``(x0, y0, x1, y1)`` inclusive-exclusive (the box's pixel edges, as
+            :class:`medsam_kit.prompts.BoxPrompt`).
+        matrices: the ``(B, 2, 3)`` matrices the batch was warped with.
+        size: ``(H, W)`` of the images.
+
+    Returns:
+        ``(B, 4)`` float64 inclusive-exclusive boxes: the four mapped corners' bounding box (exact for
+        flips and quarter turns; for a rotation it encloses the rotated box).
+    """
+    x0, y0, x1, y1 = boxes.double().unbind(1)
+    corners = torch.stack([torch.stack(c, dim=1) for c in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))], dim=1)
+    # Edges sit half a pixel before / after pixel centres: map them as points at x - 0.5.
+    mapped = map_points(corners - 0.5, matrices, size) + 0.5
+    return torch.cat([mapped.amin(dim=1), mapped.amax(dim=1)], dim=1)
+
+
 class SpatialAugment:
     """Callable ``(batch, step) -> batch`` warping ``batch["image"]`` and ``batch["label"]`` together.
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from medsam_kit.methods.sss import SSSMethod, SSSParams
 from medsam_kit.methods.supervised import SupervisedMethod, SupervisedParams
 
-METHODS: dict[str, tuple[type, type]] = {"supervised": (SupervisedParams, SupervisedMethod)}
+METHODS: dict[str, tuple[type, type]] = {
+    "supervised": (SupervisedParams, SupervisedMethod),
+    "sss": (SSSParams, SSSMethod),
+}
 
 
 def list_methods() -> list[str]:
@@ -48,4 +52,13 @@ def get_method(name_or_section: str | dict[str, Any], **params: Any):
     return METHODS[section["name"]][1](params)
 
 
-__all__ = ["METHODS", "SupervisedMethod", "SupervisedParams", "get_method", "list_methods", "method_params"]
+__all__ = [
+    "METHODS",
+    "SSSMethod",
+    "SSSParams",
+    "SupervisedMethod",
+    "SupervisedParams",
+    "get_method",
+    "list_methods",
+    "method_params",
+]

@@ -23,6 +23,19 @@ from medsam_kit.engine.losses import CoarseLoss, MaskLoss
 from medsam_kit.prompts import MaskPromptConfig, batch_prompts_from_labels
 
 
+def inclusive_pixel_boxes(boxes: np.ndarray, image_size: int) -> np.ndarray:
+    """End-exclusive boxes ``(P, 4)`` ``(x0, y0, x1, y1)`` -> the decoder's inclusive corner pixels.
+
+    As :meth:`medsam_kit.prompts.BoxPrompt.to_inclusive_pixels`, vectorised and clipped to the
+    ``image_size`` x ``image_size`` input; float64 ``(P, 4)``.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    inclusive = np.stack(
+        [np.floor(boxes[:, 0]), np.floor(boxes[:, 1]), np.ceil(boxes[:, 2]) - 1, np.ceil(boxes[:, 3]) - 1], axis=1
+    )
+    return np.clip(inclusive, 0, image_size - 1)
+
+
 @dataclass
 class SupervisedParams:
     """Keys of the config's ``method`` section for ``name: supervised``.
@@ -117,12 +130,7 @@ class SupervisedMethod:
         if len(slices) > p.max_prompts:
             keep = np.sort(rng.choice(len(slices), p.max_prompts, replace=False))
             slices, cls = slices[keep], cls[keep]
-        boxes = batch.boxes[slices, cls].astype(np.float64)
-        # End-exclusive (x0, y0, x1, y1) -> the decoder's inclusive corner pixels (BoxPrompt.to_inclusive_pixels).
-        inclusive = np.stack(
-            [np.floor(boxes[:, 0]), np.floor(boxes[:, 1]), np.ceil(boxes[:, 2]) - 1, np.ceil(boxes[:, 3]) - 1], axis=1
-        )
-        inclusive = np.clip(inclusive, 0, image_size - 1)
+        inclusive = inclusive_pixel_boxes(batch.boxes[slices, cls], image_size)
         tensors = [
             torch.from_numpy(slices.astype(np.int64)),
             torch.tensor([classes[c] for c in cls], dtype=torch.int64),

@@ -74,7 +74,7 @@ def test_background_only_batch_trains_coarse_head(model):
 
 
 def test_registry():
-    assert list_methods() == ["supervised"]
+    assert list_methods() == ["sss", "supervised"]
     assert method_params({"name": "supervised", "coarse_weight": 2}).coarse_weight == 2
-    with pytest.raises(ValueError, match="unknown method 'sss'"):
-        get_method("sss")
+    with pytest.raises(ValueError, match="unknown method 'fixmatch'"):
+        get_method("fixmatch")

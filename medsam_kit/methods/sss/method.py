@@ -1,0 +1,357 @@
+"""SSS — semi-supervised SAM: weak-to-strong consistency with an EMA teacher, DFE and PCSW prompts.
+
+One step, for a labeled batch and an unlabeled batch (``batch["unlabeled"]``, see the trainer):
+
+1. labeled: the supervised loss (:class:`~medsam_kit.methods.supervised.SupervisedMethod`: coarse
+   Dice + CE, decoder BCE + Dice from GT box / point prompts).
+2. unlabeled ``u`` (S x S crops): weak view ``w`` (random affine warp), two strong views ``s1``,
+   ``s2`` of ``w`` (intensity jitter, gamma, blur, grayscale, then CutMix between samples)
+   (:mod:`.views`).
+3. teacher (EMA of the student, :mod:`.teacher`) on ``w``: coarse pseudo-labels + confidence
+   masks (:mod:`.pseudo`); for every class with a PCSW prompt on the slice (:mod:`.pcsw_cache`),
+   the decoder's pseudo-mask from that prompt, also confidence-masked.
+4. student on ``s1`` and ``s2``: with ``dfe`` on, the encoder features of each strong view are
+   enhanced with those of the weak view (:mod:`.dfe`; the student also encodes ``w``, in the same
+   batched encoder pass) before the coarse head and the decoder; the coarse head learns the
+   CutMixed pseudo-labels (masked CE + Dice), the decoder the pseudo-masks of the PCSW prompts
+   (masked BCE + Dice; pixels CutMix pasted from another sample are ignored, the prompt is about
+   the object of the base sample).
+5. total = supervised + ``unlabeled_weight`` * ramp * mean over the two strong views of
+   (``unsup_coarse_weight`` * coarse + ``unsup_decoder_weight`` * decoder).
+
+After every optimizer step the trainer calls :meth:`SSSMethod.after_step`, which updates the teacher.
+DFE's parameters are the method's own (:meth:`SSSMethod.parameters`; the trainer optimises them
+with the model's) and are saved with the teacher and the PCSW cache in :meth:`SSSMethod.state_dict`.
+
+Randomness: views, CutMix and the prompt subset come from generators seeded by ``(seed, micro-batch
+index, stream)``; with the teacher and the PCSW cache restored from the state, a resumed run computes
+the same losses as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from medsam_kit.engine.augment import AugmentParams
+from medsam_kit.engine.intensity import to_unit
+from medsam_kit.methods.sss.dfe import DFE, feature_widths
+from medsam_kit.methods.sss.pcsw_cache import PcswCache, coarse_class_volume, crop_prompts
+from medsam_kit.methods.sss.pseudo import MaskedCoarseLoss, MaskedMaskLoss, coarse_pseudo_labels, decoder_pseudo_masks
+from medsam_kit.methods.sss.teacher import EMATeacher, ema_momentum
+from medsam_kit.methods.sss.views import (
+    CUTMIX1,
+    CUTMIX2,
+    PROMPTS,
+    STRONG1,
+    STRONG2,
+    WEAK,
+    StrongParams,
+    apply_cutmix,
+    cutmix_boxes,
+    step_generator,
+    strong_view,
+    weak_view,
+)
+from medsam_kit.methods.supervised import SupervisedMethod, SupervisedParams
+
+
+@dataclass
+class SSSParams(SupervisedParams):
+    """Keys of the config's ``method`` section for ``name: sss`` (plus every supervised key).
+
+    The supervised keys (``coarse_weight``, ``decoder_weight``, ``dice_weight``, ``ce_weight``, box
+    jitter, points, ``max_prompts``, ``seed``) configure the labeled loss as for ``supervised``;
+    ``dice_weight`` / ``ce_weight`` also weigh Dice vs (B)CE in the unlabeled losses.
+
+    Attributes:
+        unlabeled_weight: weight of the unlabeled loss (UniMatch: 1, the labeled and unlabeled
+            halves of the loss count alike).
+        rampup_steps: the unlabeled weight grows linearly over the first N optimizer steps
+            (0: full weight from the start; the confidence threshold already keeps an untrained
+            teacher's unsure pixels out).
+        unsup_coarse_weight, unsup_decoder_weight: weights of the coarse-head and decoder terms.
+        threshold: confidence a teacher pixel needs to supervise (UniMatch / SSS: 0.95).
+        ema_momentum: teacher momentum m in ``t = m t + (1 - m) s`` (UniMatch-V2: 0.996).
+        ema_warmup: use ``min(m, 1 - 1/(step + 1))`` (UniMatch-V2), so the early teacher tracks
+            the student instead of its random start.
+        dfe: discriminative feature enhancement on the strong views (false: ablation).
+        dfe_width: DFE's common width; None: the stride-16 embedding width (SSS: 256 = SAM-2's).
+        pcsw_refresh: optimizer steps after which a volume's PCSW prompts are recomputed with the
+            current teacher (0: never). 200 keeps the cost at one teacher pass per volume per 200
+            steps while the prompts follow a teacher that improves over hundreds of steps.
+        pcsw_tau, pcsw_min_voxels: PCSW continuity threshold (SSS: 0.8) and smallest object.
+        pcsw_fallback: also use PCSW fallback prompts (no coherent 3D object found), on their key
+            slice only.
+        pcsw_max_prompts: at most this many PCSW prompts decoded per micro-batch (as ``max_prompts``).
+        pcsw_min_inside: share of a mapped prompt box that must lie inside the crop, else dropped.
+        weak_augment: overrides of the trainer's ``augment`` section for the weak view (keys of
+            :class:`~medsam_kit.engine.augment.AugmentParams`); None: the same warps as the
+            labeled batches (e.g. no flips for cardiac anatomy).
+        strong_jitter, strong_brightness, strong_contrast, strong_gamma, strong_gamma_range,
+            strong_blur, strong_blur_sigma, strong_grayscale: the strong view
+            (:class:`~medsam_kit.methods.sss.views.StrongParams`: UniMatch's probabilities, a
+            milder jitter for grey-level scans).
+        cutmix_probability, cutmix_area: CutMix chance per sample (UniMatch: 0.5) and box area range.
+    """
+
+    unlabeled_weight: float = 1.0
+    rampup_steps: int = 0
+    unsup_coarse_weight: float = 1.0
+    unsup_decoder_weight: float = 1.0
+    threshold: float = 0.95
+    ema_momentum: float = 0.996
+    ema_warmup: bool = True
+    dfe: bool = True
+    dfe_width: int | None = None
+    pcsw_refresh: int = 200
+    pcsw_tau: float = 0.8
+    pcsw_min_voxels: int = 10
+    pcsw_fallback: bool = False
+    pcsw_max_prompts: int = 16
+    pcsw_min_inside: float = 0.5
+    weak_augment: dict | None = None
+    strong_jitter: float = 0.8
+    strong_brightness: float = 0.4
+    strong_contrast: float = 0.4
+    strong_gamma: float = 0.5
+    strong_gamma_range: list = field(default_factory=lambda: [0.7, 1.5])
+    strong_blur: float = 0.5
+    strong_blur_sigma: list = field(default_factory=lambda: [0.1, 2.0])
+    strong_grayscale: float = 0.2
+    cutmix_probability: float = 0.5
+    cutmix_area: list = field(default_factory=lambda: [0.02, 0.4])
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"method.threshold must be in [0, 1], got {self.threshold}")
+        if not 0.0 <= self.ema_momentum <= 1.0:
+            raise ValueError(f"method.ema_momentum must be in [0, 1], got {self.ema_momentum}")
+        if self.rampup_steps < 0 or self.pcsw_refresh < 0 or self.pcsw_max_prompts < 1:
+            raise ValueError("method.rampup_steps and pcsw_refresh must be >= 0, pcsw_max_prompts >= 1")
+        self.strong()  # checks the ranges now, with the config, not at the first step
+
+    def supervised(self) -> SupervisedParams:
+        """The labeled-loss part."""
+        return SupervisedParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SupervisedParams)})
+
+    def strong(self) -> StrongParams:
+        return StrongParams(
+            jitter=self.strong_jitter, brightness=self.strong_brightness, contrast=self.strong_contrast,
+            gamma=self.strong_gamma, gamma_range=tuple(self.strong_gamma_range), blur=self.strong_blur,
+            blur_sigma=tuple(self.strong_blur_sigma), grayscale=self.strong_grayscale,
+            cutmix=self.cutmix_probability, cutmix_area=tuple(self.cutmix_area),
+        )
+
+    def weak(self, base: AugmentParams) -> AugmentParams:
+        """The weak view's warp: ``base`` (the trainer's) with ``weak_augment`` overrides."""
+        values = dataclasses.asdict(base)
+        overrides = dict(self.weak_augment or {})
+        unknown = sorted(set(overrides) - set(values))
+        if unknown:
+            raise ValueError(f"unknown method.weak_augment key(s) {unknown}; known: {sorted(values)}")
+        values.update(overrides)
+        values["scale"] = tuple(float(v) for v in values["scale"])
+        return AugmentParams(**values)
+
+
+def _share(batch: int) -> tuple[int, int]:
+    """``(total, offset)`` of this rank's samples in the global unlabeled batch (contiguous shares)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return batch * world, batch * rank
+    return batch, 0
+
+
+class SSSMethod:
+    """Strategy object for the Trainer (module docstring); call :meth:`setup` before :meth:`loss`."""
+
+    name = "sss"
+    needs_unlabeled = True
+
+    def __init__(self, params: SSSParams | None = None) -> None:
+        self.params = params or SSSParams()
+        p = self.params
+        self.supervised = SupervisedMethod(p.supervised())
+        self.strong_params = p.strong()
+        self.coarse_loss = MaskedCoarseLoss(p.dice_weight, p.ce_weight)
+        self.mask_loss = MaskedMaskLoss(p.dice_weight, p.ce_weight)
+        self.teacher: EMATeacher | None = None
+        self.dfe: DFE | None = None
+        self.pcsw: PcswCache | None = None
+        self.grad_accumulation = 1
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, trainer) -> None:
+        """Build teacher, DFE and the PCSW cache from a set-up trainer (model, data, intensity, augment).
+
+        Uses ``trainer.model``, ``trainer.unlabeled_cases`` (cases with ``case_id`` and ``image``
+        ``(C, Z, Y, X)`` preprocessed), ``trainer.intensity``, ``trainer.augment`` (its ``params``
+        and ``pad_value``), ``trainer.config.train`` (``grad_accumulation``, ``val_batch_size``)
+        and, when present, ``trainer.amp`` / ``trainer.amp_dtype``.
+        """
+        p = self.params
+        model = trainer.model
+        device = next(model.parameters()).device
+        self.teacher = EMATeacher(model)
+        self.weak_params = p.weak(trainer.augment.params)
+        self.pad_value = float(trainer.augment.pad_value)
+        train = trainer.config.train
+        self.grad_accumulation = int(train.grad_accumulation)
+        intensity = trainer.intensity
+        cases = trainer.unlabeled_cases
+        by_id = None if hasattr(cases, "case") else {c.case_id: c for c in cases}
+        amp = bool(getattr(trainer, "amp", False))
+        autocast = (lambda: torch.autocast(device.type, dtype=trainer.amp_dtype)) if amp else None
+
+        def coarse_volume(case_id: str):
+            case = cases.case(case_id) if by_id is None else by_id[case_id]
+            image = torch.as_tensor(to_unit(case.image, intensity))
+            return coarse_class_volume(self.teacher.model, image, int(train.val_batch_size), self.pad_value, autocast)
+
+        self.pcsw = PcswCache(coarse_volume, model.num_classes, p.pcsw_refresh, p.pcsw_tau, p.pcsw_min_voxels,
+                              p.pcsw_fallback)
+        if p.dfe:
+            with torch.no_grad():  # read the feature widths (SAM-2: 3 scales, SAM-1: 1) from the encoder
+                probe = self.teacher.model.encode(torch.zeros(1, model.in_channels, model.image_size,
+                                                              model.image_size, device=device))
+            self.dfe = DFE(feature_widths(probe), p.dfe_width or model.embed_dim).to(device)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Trainable parameters of the method itself (DFE), to optimise with the model's."""
+        return list(self.dfe.parameters()) if self.dfe is not None else []
+
+    # ------------------------------------------------------------------ loss
+    def loss(self, model, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss of one micro-batch.
+
+        Args:
+            model: the student :class:`~medsam_kit.models.SegmenterModel` (the one given to setup).
+            batch: ``image`` ``(B, C, S, S)`` / ``label`` ``(B, S, S)`` (labeled, augmented) and
+                ``unlabeled``: ``{"image": (Bu, C, S, S) in [0, 1], "case_id": [str], "patch_origin":
+                (Bu, 3) (z, y, x)}``, all on the model's device.
+            step: micro-batch index since the start of training (seeds the views and prompts).
+
+        Returns:
+            ``(loss, logs)``: logs ``loss``, ``sup_loss`` (and the supervised ``coarse_loss``,
+            ``decoder_loss``, ``prompts``), ``unsup_loss``, ``unsup_coarse_loss``,
+            ``unsup_decoder_loss``, ``unlabeled_weight``, ``conf_ratio`` (share of confident teacher
+            pixels), ``pcsw_prompts`` (PCSW prompts decoded), ``dfe_similarity`` (with DFE).
+        """
+        if self.teacher is None:
+            raise RuntimeError("SSSMethod.setup(trainer) must run before loss(): it builds the EMA teacher")
+        unlabeled = batch.get("unlabeled")
+        if unlabeled is None:
+            raise ValueError("the SSS method needs batch['unlabeled'] (the trainer's unlabeled stream over the "
+                             "split's train_unlabeled cases)")
+        p = self.params
+        sup, sup_logs = self.supervised.loss(model, {"image": batch["image"], "label": batch["label"]}, step)
+        opt_step = int(step) // self.grad_accumulation
+        ramp = 1.0 if p.rampup_steps == 0 else min(1.0, (opt_step + 1) / p.rampup_steps)
+        weight = p.unlabeled_weight * ramp
+        unsup, logs = self.unlabeled_loss(model, unlabeled, int(step), opt_step)
+        total = sup + weight * unsup
+        logs.update({"sup_loss": sup_logs.pop("loss"), **sup_logs, "unsup_loss": float(unsup.detach()),
+                     "unlabeled_weight": weight, "loss": float(total.detach())})
+        return total, logs
+
+    def unlabeled_loss(self, model, unlabeled: dict, step: int, opt_step: int) -> tuple[torch.Tensor, dict]:
+        """Unlabeled part of the loss (steps 2-4 of the module docstring) and its logs."""
+        p = self.params
+        images = unlabeled["image"]
+        batch = images.shape[0]
+        size = (images.shape[-2], images.shape[-1])
+        total, offset = _share(batch)
+        gen = lambda stream: step_generator(p.seed, step, stream)  # noqa: E731
+        weak, matrices = weak_view(images, self.weak_params, gen(WEAK), self.pad_value, total, offset)
+
+        teacher = self.teacher.model
+        with torch.no_grad():
+            t_features = teacher.encode(weak)
+            labels, _, confident = coarse_pseudo_labels(teacher.coarse_logits(t_features), p.threshold)
+            prompts = self._prompts(unlabeled, matrices, model.image_size, opt_step, gen(PROMPTS))
+            if prompts is not None:
+                index, _, boxes, points, point_labels = prompts
+                t_out = teacher.decode(t_features.select(index), boxes=boxes, points=points,
+                                       point_labels=point_labels)
+                targets, target_conf = decoder_pseudo_masks(t_out.mask_logits[:, :1], p.threshold)
+
+        strong = [strong_view(weak, self.strong_params, gen(s), total, offset) for s in (STRONG1, STRONG2)]
+        mixes = [cutmix_boxes(batch, size, self.strong_params, gen(c), total, offset) for c in (CUTMIX1, CUTMIX2)]
+        strong = [apply_cutmix(s, *mix) for s, mix in zip(strong, mixes, strict=True)]
+        if self.dfe is not None:
+            features = model.encode(torch.cat([weak, *strong]))
+            weak_features = features.select(slice(0, batch))
+            views = [self.dfe(weak_features, features.select(slice(batch * (i + 1), batch * (i + 2))))
+                     for i in range(2)]
+        else:
+            features = model.encode(torch.cat(strong))
+            views = [features.select(slice(batch * i, batch * (i + 1))) for i in range(2)]
+
+        coarse_terms, decoder_terms = [], []
+        for view, (region, partner) in zip(views, mixes, strict=True):
+            coarse_terms.append(self.coarse_loss(model.coarse_logits(view), apply_cutmix(labels, region, partner),
+                                                 apply_cutmix(confident, region, partner)))
+            if prompts is not None:
+                out = model.decode(view.select(index), boxes=boxes, points=points, point_labels=point_labels)
+                keep = target_conf & ~region.to(target_conf.device)[index]  # pasted pixels: another image
+                decoder_terms.append(self.mask_loss(out.mask_logits[:, :1], targets, keep))
+        coarse = 0.5 * (coarse_terms[0] + coarse_terms[1])
+        decoder = 0.5 * (decoder_terms[0] + decoder_terms[1]) if decoder_terms else coarse.new_zeros(())
+        unsup = p.unsup_coarse_weight * coarse + p.unsup_decoder_weight * decoder
+        logs = {
+            "unsup_coarse_loss": float(coarse.detach()),
+            "unsup_decoder_loss": float(decoder.detach()),
+            "conf_ratio": float(confident.float().mean()),
+            "pcsw_prompts": float(0 if prompts is None else len(prompts[0])),
+        }
+        if self.dfe is not None:
+            logs["dfe_similarity"] = float(self.dfe.last_similarity.mean())
+        return unsup, logs
+
+    def _prompts(self, unlabeled: dict, matrices: torch.Tensor, image_size: int, opt_step: int,
+                 generator: torch.Generator):
+        """PCSW decoder prompts of the weak views, on the device, at most ``pcsw_max_prompts``."""
+        volume_prompts = [self.pcsw.prompts(str(cid), opt_step) for cid in unlabeled["case_id"]]
+        prompts = crop_prompts(volume_prompts, unlabeled["patch_origin"], matrices, image_size,
+                               self.params.pcsw_min_inside)
+        if prompts is None:
+            return None
+        if len(prompts[0]) > self.params.pcsw_max_prompts:
+            keep = torch.randperm(len(prompts[0]), generator=generator)[:self.params.pcsw_max_prompts].sort().values
+            prompts = tuple(t[keep] for t in prompts)
+        device = unlabeled["image"].device
+        return tuple(t.to(device) for t in prompts)
+
+    # ------------------------------------------------------------------ after the optimizer step
+    def after_step(self, model, step: int) -> None:
+        """EMA update of the teacher after optimizer step ``step`` (1-based)."""
+        if self.teacher is None:
+            raise RuntimeError("SSSMethod.setup(trainer) must run before after_step()")
+        self.teacher.update(model, ema_momentum(self.params.ema_momentum, step, self.params.ema_warmup))
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Teacher weights, DFE weights (CPU tensors) and the PCSW cache; empty before setup."""
+        if self.teacher is None:
+            return {}
+        state = {"teacher": self.teacher.state_dict(), "pcsw": self.pcsw.state_dict()}
+        if self.dfe is not None:
+            state["dfe"] = {k: v.detach().cpu().clone() for k, v in self.dfe.state_dict().items()}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (after :meth:`setup`); an empty state (fresh start) changes nothing."""
+        if not state:
+            return
+        if self.teacher is None:
+            raise RuntimeError("SSSMethod.setup(trainer) must run before load_state_dict()")
+        self.teacher.load_state_dict(state["teacher"])
+        self.pcsw.load_state_dict(state.get("pcsw", {}))
+        if self.dfe is not None:
+            if "dfe" not in state:
+                raise ValueError("the saved SSS state has no DFE weights (saved with dfe: false); resume with "
+                                 "method.dfe: false or start a new run")
+            self.dfe.load_state_dict(state["dfe"])
