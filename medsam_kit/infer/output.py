@@ -39,8 +39,12 @@ def overlay_slices(labels: np.ndarray, count: int = 6) -> list[int]:
 
 
 def write_overlay(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, label_names: dict[int, str],
-                  count: int = 6) -> Path:
-    """PNG montage of ``count`` slices: ``image`` ``(Z, Y, X)`` (first channel) in grey, ``labels`` in colour."""
+                  count: int = 6, reference: np.ndarray | None = None) -> Path:
+    """PNG montage of ``count`` slices: ``image`` ``(Z, Y, X)`` (first channel) in grey, ``labels`` in colour.
+
+    With ``reference`` (``(Z, Y, X)`` labels, e.g. the ground truth) a second row shows it on the same
+    slices (chosen where either has labels), titled "prediction" / "reference".
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
@@ -48,17 +52,19 @@ def write_overlay(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    slices = overlay_slices(labels, count)
+    rows = [("prediction", labels)] if reference is None else [("prediction", labels), ("reference", reference)]
+    slices = overlay_slices(labels if reference is None else np.maximum(labels, reference), count)
     values = [v for v in sorted(label_names) if v != 0]
     colours = plt.get_cmap("tab10")
     cmap = ListedColormap([(0, 0, 0, 0)] + [colours(i % 10) for i in range(max(values, default=0))])
-    fig, axes = plt.subplots(1, len(slices), figsize=(3 * len(slices), 3.2), squeeze=False)
-    for ax, z in zip(axes[0], slices, strict=True):
-        ax.imshow(image[z], cmap="gray")
-        ax.imshow(np.ma.masked_equal(labels[z], 0), cmap=cmap, vmin=0, vmax=max(max(values, default=1), 1),
-                  alpha=0.5, interpolation="nearest")
-        ax.set_title(f"slice {z}")
-        ax.axis("off")
+    fig, axes = plt.subplots(len(rows), len(slices), figsize=(3 * len(slices), 3.2 * len(rows)), squeeze=False)
+    for row, (title, shown) in zip(axes, rows, strict=True):
+        for ax, z in zip(row, slices, strict=True):
+            ax.imshow(image[z], cmap="gray")
+            ax.imshow(np.ma.masked_equal(shown[z], 0), cmap=cmap, vmin=0, vmax=max(max(values, default=1), 1),
+                      alpha=0.5, interpolation="nearest")
+            ax.set_title(f"slice {z}" if reference is None else f"{title}, slice {z}")
+            ax.axis("off")
     handles = [Patch(color=cmap(v), label=label_names[v]) for v in values]
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
