@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from medsam_kit.cli.train import _Bar as TrainProgress  # the train verb's step bar
+from medsam_kit.cli.train import TrainProgress
 
 _EPILOG = """\
 what it does (CPU, no downloads, about 10 minutes on 2 cores):

@@ -77,7 +77,7 @@ def config_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-class _Bar:
+class TrainProgress:
     """Trainer callback driving a tqdm bar over optimizer steps (hidden when stderr is not a terminal)."""
 
     def __init__(self) -> None:
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, config_overrides(args))
     out = args.out or Path("runs") / config.name
-    trainer = Trainer(config, out, callbacks=[_Bar()])  # callbacks run on rank 0 only under torchrun
+    trainer = Trainer(config, out, callbacks=[TrainProgress()])  # callbacks run on rank 0 only under torchrun
     main_rank = os.environ.get("RANK", "0") == "0"
     if config.data.raw and not config.data.prepared:
         if main_rank:
