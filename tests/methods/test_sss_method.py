@@ -144,3 +144,17 @@ def test_registry_params_and_weak_view_overrides():
     assert SSSParams().weak(base) == base
     with pytest.raises(ValueError, match="weak_augment"):
         SSSParams(weak_augment={"shear": 1}).weak(base)
+
+
+def test_adaptive_thresholds_move_log_and_resume(fake_trainer):
+    trainer = fake_trainer()
+    method = _method(trainer, threshold=0.95, threshold_mode="adaptive", threshold_momentum=0.5, dfe=False)
+    start = method.class_thresholds.thresholds().clone()
+    with torch.no_grad():
+        _, logs = method.loss(trainer.model, _batch(), step=0)
+    moved = method.class_thresholds.thresholds()
+    assert torch.all(moved <= start) and not torch.equal(moved, start)  # a random-init teacher is unsure
+    assert logs["threshold_0"] == pytest.approx(float(moved[0]))
+    again = _method(trainer, threshold=0.95, threshold_mode="adaptive", threshold_momentum=0.5, dfe=False)
+    again.load_state_dict(method.state_dict())
+    assert torch.equal(again.class_thresholds.thresholds(), moved)

@@ -162,3 +162,28 @@ def test_dfe_single_scale_sam1_and_shape_checks():
         dfe(_features(widths=(16, 4, 8)), _features(widths=(16, 4, 8)))
     with pytest.raises(ValueError, match="same shapes"):
         dfe(weak, Features(torch.randn(3, 16, 4, 4)))
+
+
+def test_class_thresholds_follow_each_class_confidence():
+    from medsam_kit.methods.sss.pseudo import ClassThresholds
+
+    thresholds = ClassThresholds(3, ceiling=0.95, momentum=0.5)
+    labels = torch.tensor([[[0, 0, 1, 2]]])
+    confidence = torch.tensor([[[0.99, 0.97, 0.6, 0.4]]])
+    thresholds.update(confidence, labels)
+    # class 0: mean 0.98 -> 0.5 * 0.95 + 0.5 * 0.98, capped at 0.95; class 1: 0.775; class 2: 0.675
+    torch.testing.assert_close(thresholds.thresholds(), torch.tensor([0.95, 0.775, 0.675]))
+    thresholds.update(torch.tensor([[[0.9]]]), torch.tensor([[[1]]]))  # classes 0 and 2 unseen: unchanged
+    torch.testing.assert_close(thresholds.thresholds(), torch.tensor([0.95, 0.8375, 0.675]))
+    mask = thresholds.confident(torch.tensor([[[0.96, 0.8, 0.7]]]), torch.tensor([[[0, 1, 2]]]))
+    assert mask.tolist() == [[[True, False, True]]]
+    restored = ClassThresholds(3)
+    restored.load_state_dict(thresholds.state_dict())
+    assert torch.equal(restored.thresholds(), thresholds.thresholds())
+
+
+def test_adaptive_threshold_mode_is_checked():
+    from medsam_kit.methods.sss.method import SSSParams
+
+    with pytest.raises(ValueError, match="threshold_mode"):
+        SSSParams(threshold_mode="sometimes")

@@ -39,7 +39,13 @@ from medsam_kit.engine.augment import AugmentParams
 from medsam_kit.engine.intensity import to_unit
 from medsam_kit.methods.sss.dfe import DFE, feature_widths
 from medsam_kit.methods.sss.pcsw_cache import PcswCache, coarse_class_volume, crop_prompts
-from medsam_kit.methods.sss.pseudo import MaskedCoarseLoss, MaskedMaskLoss, coarse_pseudo_labels, decoder_pseudo_masks
+from medsam_kit.methods.sss.pseudo import (
+    ClassThresholds,
+    MaskedCoarseLoss,
+    MaskedMaskLoss,
+    coarse_pseudo_labels,
+    decoder_pseudo_masks,
+)
 from medsam_kit.methods.sss.teacher import EMATeacher, ema_momentum
 from medsam_kit.methods.sss.views import (
     CUTMIX1,
@@ -73,7 +79,12 @@ class SSSParams(SupervisedParams):
             (0: full weight from the start; the confidence threshold already keeps an untrained
             teacher's unsure pixels out).
         unsup_coarse_weight, unsup_decoder_weight: weights of the coarse-head and decoder terms.
-        threshold: confidence a teacher pixel needs to supervise (UniMatch / SSS: 0.95).
+        threshold: confidence a teacher pixel needs to supervise (UniMatch / SSS: 0.95); with
+            ``threshold_mode: adaptive`` the ceiling of the per-class thresholds.
+        threshold_mode: ``fixed`` (the one threshold for every class, as UniMatch) or ``adaptive``
+            (coarse head: per-class thresholds that follow the teacher's confidence per class,
+            :class:`~medsam_kit.methods.sss.pseudo.ClassThresholds`; the decoder keeps ``threshold``).
+        threshold_momentum: EMA momentum of the adaptive thresholds (per step).
         ema_momentum: teacher momentum m in ``t = m t + (1 - m) s`` (UniMatch-V2: 0.996).
         ema_warmup: use ``min(m, 1 - 1/(step + 1))`` (UniMatch-V2), so the early teacher tracks
             the student instead of its random start.
@@ -102,6 +113,8 @@ class SSSParams(SupervisedParams):
     unsup_coarse_weight: float = 1.0
     unsup_decoder_weight: float = 1.0
     threshold: float = 0.95
+    threshold_mode: str = "fixed"
+    threshold_momentum: float = 0.99
     ema_momentum: float = 0.996
     ema_warmup: bool = True
     dfe: bool = True
@@ -127,6 +140,10 @@ class SSSParams(SupervisedParams):
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"method.threshold must be in [0, 1], got {self.threshold}")
+        if self.threshold_mode not in ("fixed", "adaptive"):
+            raise ValueError(f"method.threshold_mode must be 'fixed' or 'adaptive', got {self.threshold_mode!r}")
+        if not 0.0 <= self.threshold_momentum < 1.0:
+            raise ValueError(f"method.threshold_momentum must be in [0, 1), got {self.threshold_momentum}")
         if not 0.0 <= self.ema_momentum <= 1.0:
             raise ValueError(f"method.ema_momentum must be in [0, 1], got {self.ema_momentum}")
         if self.rampup_steps < 0 or self.pcsw_refresh < 0 or self.pcsw_max_prompts < 1:
@@ -181,6 +198,7 @@ class SSSMethod:
         self.teacher: EMATeacher | None = None
         self.dfe: DFE | None = None
         self.pcsw: PcswCache | None = None
+        self.class_thresholds: ClassThresholds | None = None
         self.grad_accumulation = 1
 
     # ------------------------------------------------------------------ setup
@@ -196,6 +214,8 @@ class SSSMethod:
         model = trainer.model
         device = next(model.parameters()).device
         self.teacher = EMATeacher(model)
+        if p.threshold_mode == "adaptive":
+            self.class_thresholds = ClassThresholds(int(model.num_classes) + 1, p.threshold, p.threshold_momentum)
         self.weak_params = p.weak(trainer.augment.params)
         self.pad_value = float(trainer.augment.pad_value)
         train = trainer.config.train
@@ -270,7 +290,10 @@ class SSSMethod:
         teacher = self.teacher.model
         with torch.no_grad():
             t_features = teacher.encode(weak)
-            labels, _, confident = coarse_pseudo_labels(teacher.coarse_logits(t_features), p.threshold)
+            labels, confidence, confident = coarse_pseudo_labels(teacher.coarse_logits(t_features), p.threshold)
+            if self.class_thresholds is not None:
+                self.class_thresholds.update(confidence, labels)
+                confident = self.class_thresholds.confident(confidence, labels)
             prompts = self._prompts(unlabeled, matrices, model.image_size, opt_step, gen(PROMPTS))
             if prompts is not None:
                 index, _, boxes, points, point_labels = prompts
@@ -305,6 +328,8 @@ class SSSMethod:
             "unsup_coarse_loss": float(coarse.detach()),
             "unsup_decoder_loss": float(decoder.detach()),
             "conf_ratio": float(confident.float().mean()),
+            **({f"threshold_{k}": float(v) for k, v in enumerate(self.class_thresholds.thresholds())}
+               if self.class_thresholds is not None else {}),
             "pcsw_prompts": float(0 if prompts is None else len(prompts[0])),
         }
         if self.dfe is not None:
@@ -338,6 +363,8 @@ class SSSMethod:
         if self.teacher is None:
             return {}
         state = {"teacher": self.teacher.state_dict(), "pcsw": self.pcsw.state_dict()}
+        if self.class_thresholds is not None:
+            state["class_thresholds"] = self.class_thresholds.state_dict()
         if self.dfe is not None:
             state["dfe"] = {k: v.detach().cpu().clone() for k, v in self.dfe.state_dict().items()}
         return state
@@ -350,6 +377,8 @@ class SSSMethod:
             raise RuntimeError("SSSMethod.setup(trainer) must run before load_state_dict()")
         self.teacher.load_state_dict(state["teacher"])
         self.pcsw.load_state_dict(state.get("pcsw", {}))
+        if self.class_thresholds is not None:
+            self.class_thresholds.load_state_dict(state.get("class_thresholds", {}))
         if self.dfe is not None:
             if "dfe" not in state:
                 raise ValueError("the saved SSS state has no DFE weights (saved with dfe: false); resume with "
