@@ -96,6 +96,11 @@ class ClassThresholds:
     class-conditional mean confidence as the statistic (their class-frequency normalisation would
     all but switch the threshold off for rare, thin classes in segmentation).
 
+    Measured (experimental, not the default): on the demo's ACDC phantoms (1 labeled patient, 600
+    steps) the thresholds settled at 0.3-0.7 and admitted ~70 % of the pixels; best validation Dice
+    0.63 against 0.77 with the fixed 0.95 and 0.73 supervised-only. The mean is too permissive a
+    statistic; a higher per-class quantile with a floor is the next thing to try.
+
     Args:
         num_classes: channels of the coarse logits (background included).
         ceiling: the highest threshold (the fixed ``threshold``).
