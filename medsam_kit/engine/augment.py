@@ -163,11 +163,17 @@ class SpatialAugment:
         self.pad_value = float(pad_value)
         self.seed = int(seed)
 
-    def __call__(self, batch: dict, step: int) -> dict:
+    def __call__(self, batch: dict, step: int, start: int = 0, global_size: int | None = None) -> dict:
+        """Warp ``batch`` as rows ``start ..`` of a micro-batch of ``global_size`` samples (default: the batch).
+
+        The warps are drawn for the whole micro-batch and the batch's rows applied, so a process
+        holding one share of a distributed batch warps its samples exactly as a single process would.
+        """
         if not self.params.active:
             return batch
+        rows = batch["image"].shape[0]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(step))
-        matrices = random_affines(batch["image"].shape[0], self.params, generator)
+        matrices = random_affines(global_size or rows, self.params, generator)[start:start + rows]
         image, label = warp_batch(batch["image"], batch.get("label"), matrices, self.pad_value)
         out = dict(batch, image=image)
         if label is not None:

@@ -9,7 +9,8 @@ How a global batch is shared (:func:`shard`): the global micro-batch of ``B`` sa
 indices ``m*B .. m*B+B-1`` of the sampler) is cut into ``N`` contiguous shares of ``B / N``; rank
 ``r`` takes rows ``r*B/N .. (r+1)*B/N - 1``. Every rank derives the same global indices, so which
 samples a step sees does not depend on the number of processes, and per-batch randomness that is
-drawn for the whole global batch and then sliced (:func:`augment_rows`) does not either.
+drawn for the whole global batch and then sliced (``SpatialAugment(batch, step, start, global_size)``)
+does not either.
 
 Why gradients are averaged by hand (:func:`average_gradients`) instead of wrapping the model in
 ``DistributedDataParallel``: methods call ``model.encode`` / ``model.decode`` / ``coarse_logits``,
@@ -152,27 +153,6 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, self.last - self.first) * self.size
-
-
-def augment_rows(augment, batch: dict, step: int, start: int, global_size: int) -> dict:
-    """Warp a share of a global micro-batch as :class:`~medsam_kit.engine.augment.SpatialAugment` warps the whole.
-
-    The warps are drawn for all ``global_size`` samples with the augment's ``(seed, step)`` generator
-    and rows ``start .. start + len(batch)`` are applied, so the samples get the warps they would get
-    in a single process. With ``start=0`` and the full batch this equals ``augment(batch, step)``
-    (tested), the single-process path.
-    """
-    from medsam_kit.engine.augment import random_affines, warp_batch
-
-    if not augment.params.active:
-        return batch
-    generator = torch.Generator().manual_seed(augment.seed * 1_000_003 + int(step))  # as SpatialAugment
-    matrices = random_affines(global_size, augment.params, generator)[start : start + batch["image"].shape[0]]
-    image, label = warp_batch(batch["image"], batch.get("label"), matrices, augment.pad_value)
-    out = dict(batch, image=image)
-    if label is not None:
-        out["label"] = label
-    return out
 
 
 def broadcast_parameters(tensors: Sequence[torch.Tensor], info: DistInfo) -> None:

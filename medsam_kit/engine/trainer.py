@@ -69,7 +69,6 @@ from medsam_kit.engine.config import ExperimentConfig, save_config
 from medsam_kit.engine.distributed import (
     DistInfo,
     ShardSampler,
-    augment_rows,
     average_gradients,
     average_logs,
     barrier,
@@ -421,9 +420,7 @@ class Trainer:
         }
 
     def _augment(self, batch: dict, micro: int) -> dict:
-        if not self.dist.enabled:
-            return self.augment(batch, micro)
-        return augment_rows(self.augment, batch, micro, self.shard[0], self.config.train.batch_size)
+        return self.augment(batch, micro, self.shard[0], self.config.train.batch_size)
 
     def fit(self, resume: bool = False, stop_at: int | None = None, progress=None) -> FitResult:
         """Train to ``config.train.steps`` (or stop after step ``stop_at``, as an interruption would).

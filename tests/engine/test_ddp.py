@@ -30,7 +30,7 @@ import torch
 import yaml
 
 from medsam_kit.engine.augment import AugmentParams, SpatialAugment
-from medsam_kit.engine.distributed import DistInfo, ShardSampler, augment_rows, shard
+from medsam_kit.engine.distributed import DistInfo, ShardSampler, shard
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # the torchrun workers import the recording method from the neighbour test
@@ -54,15 +54,15 @@ def test_shards_cover_the_global_batch_in_order():
     assert list(ShardSampler(2, 4, 3, 0, 3)) == list(range(6, 12))  # one process: the plain range
 
 
-def test_augment_rows_give_each_share_the_single_process_warps():
+def test_augment_shares_get_the_single_process_warps():
     params = AugmentParams(probability=0.9, flip=0.5, rot90=True, rotate_deg=20, scale=(0.8, 1.25), translate=0.1)
     augment = SpatialAugment(params, pad_value=0.1, seed=3)
     generator = torch.Generator().manual_seed(0)
     batch = {"image": torch.rand(4, 2, 32, 32, generator=generator),
              "label": torch.randint(0, 4, (4, 32, 32), generator=generator)}
     whole = augment(batch, 7)
-    assert torch.equal(augment_rows(augment, batch, 7, 0, 4)["image"], whole["image"])
-    shares = [augment_rows(augment, {k: v[s : s + 2] for k, v in batch.items()}, 7, s, 4) for s in (0, 2)]
+    assert torch.equal(augment(batch, 7, 0, 4)["image"], whole["image"])
+    shares = [augment({k: v[s : s + 2] for k, v in batch.items()}, 7, s, 4) for s in (0, 2)]
     for key in ("image", "label"):
         torch.testing.assert_close(torch.cat([s[key] for s in shares]), whole[key], rtol=0, atol=1e-6)
     assert not torch.equal(whole["image"], batch["image"])
