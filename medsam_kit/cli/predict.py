@@ -181,15 +181,14 @@ def make_segmenter(args: argparse.Namespace):
                                   **({"mode": args.mode} if args.mode else {}))
     if in_channels is not None and in_channels < 1:
         raise ValueError(f"--in-channels must be at least 1, got {in_channels}")
-    model = load_model(args.model, args.checkpoint, in_channels=in_channels, device=args.device)
+    checkpoint = read_checkpoint(args.checkpoint) if args.checkpoint is not None else None  # read once
+    model = load_model(args.model, checkpoint, in_channels=in_channels, device=args.device)
     # official SAM-2.1 / MedSAM2 weights (the only ones loaded with SAM-2's own post-processing on)
     # carry trained memory attention; random init and medsam_kit runs do not
     official_sam2 = model.family == "sam2" and bool(model.config.get("decoder_postprocessing"))
     settings = {"propagation": propagation(False, official_sam2)}
-    if args.checkpoint is not None:
-        checkpoint = read_checkpoint(args.checkpoint)
-        if checkpoint.kind == "medsam_kit":  # trained by medsam_kit: windows at the training resolution
-            settings = {"mode": "native", "propagation": propagation(True), **settings_from_extra(checkpoint.extra)}
+    if checkpoint is not None and checkpoint.kind == "medsam_kit":  # windows at the training resolution
+        settings = {"mode": "native", "propagation": propagation(True), **settings_from_extra(checkpoint.extra)}
     if args.mode is not None:
         settings["mode"] = args.mode
     return Segmenter(model, **settings, **options)

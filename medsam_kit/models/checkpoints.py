@@ -55,13 +55,15 @@ class Checkpoint:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint file in any supported format (see module docstring).
+def read_checkpoint(path: str | os.PathLike | Checkpoint) -> Checkpoint:
+    """Read a checkpoint file in any supported format (see module docstring); a read one passes through.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         CheckpointError: unreadable with ``weights_only=True`` or not a recognised layout.
     """
+    if isinstance(path, Checkpoint):  # already read (callers that inspect it first read the file once)
+        return path
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")

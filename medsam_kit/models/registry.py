@@ -47,7 +47,7 @@ def get_builder(name: str) -> Builder:
 
 def load_model(
     name: str | None,
-    checkpoint: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | Checkpoint | None = None,
     image_size: int | None = None,
     in_channels: int | None = None,
     num_classes: int | None = None,
@@ -60,7 +60,8 @@ def load_model(
         name: registry name (see :func:`list_models`); may be None when ``checkpoint`` is a
             medsam_kit checkpoint, which names its model and stores its whole config.
         checkpoint: path to an official SAM-2.1 / SAM-1 / MedSAM / MedSAM2 file or a medsam_kit
-            checkpoint; None for random init.
+            checkpoint (or a :class:`~medsam_kit.models.checkpoints.Checkpoint` already read); None for
+            random init.
         image_size: square input side S (default: the model's, 1024 or 128 for ``*_test``).
         in_channels: C input channels; C != 3 derives the patch embedding from the RGB kernel.
         num_classes: K foreground classes of the coarse head.
