@@ -1,20 +1,28 @@
 """Benchmark: supervised-only vs SSS without DFE vs full SSS at 1, 3 and 7 labeled ACDC phantom patients.
 
-    python bench/sss_vs_supervised.py [--patients 20] [--steps 600] [--jobs 1] [--device cpu] [--out bench/results]
+    python bench/sss_vs_supervised.py [--patients 20] [--steps 1000] [--seeds 2] [--budgets 1 3 7]
+                                      [--jobs 1] [--device cpu] [--out bench/results]
 
-Same phantom data, split, tiny model, number of steps and seed for every setting; only the
-method and the labeled budget change. The split is the ACDC protocol (70 / 10 / 20 % of the
-patients for train / val / test); of the training patients the first 1, 3 or 7 keep their labels
-and the rest are the unlabeled pool (SSS) or unused (supervised). Each run is scored by automatic
-segmentation of the test patients (mean Dice over RV / MYO / LV and the test volumes).
+Same phantom data, split, tiny model and number of steps for every setting; only the method, the
+labeled budget and the seed change. The split is the ACDC protocol (70 / 10 / 20 % of the patients
+for train / val / test); of the training patients the first 1, 3 or 7 keep their labels and the
+rest are the unlabeled pool (SSS) or unused (supervised). The methods are the shipped configs'
+(``configs/experiments/acdc_sss_3cases.yaml``: its ``method`` section for ``sss``, the same with
+``dfe: false`` for ``sss_no_dfe``, and its labeled-loss keys under ``name: supervised``). Each run
+is scored by automatic segmentation of the test patients (mean Dice over RV / MYO / LV and the
+test volumes); the table gives the mean and standard deviation over seeds (seed = model
+initialisation, sampling and augmentation; the data stay the same).
 
-Writes ``sss_vs_supervised.json`` and ``sss_vs_supervised.png`` (bar chart) and prints the table.
-``--jobs N`` trains N settings at once (one process each; useful on a machine with many cores or a GPU).
+Writes ``sss_vs_supervised.json`` (every run + the summary), ``sss_vs_supervised.jsonl`` (one line
+per finished run, survives an interruption) and ``sss_vs_supervised.png`` (bar chart with the
+seeds' spread) and prints the table. ``--jobs N`` trains N settings at once (one process each;
+useful on a machine with many cores or a GPU).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -27,18 +35,23 @@ import numpy as np
 import torch
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "acdc_sss_3cases.yaml"
-METHODS = {
-    "supervised": {"method": {"name": "supervised"}},
-    "sss_no_dfe": {"method": {"name": "sss", "dfe": False}},
-    "sss": {"method": {"name": "sss", "dfe": True}},
-}
-BUDGETS = (1, 3, 7)
+METHODS = ("supervised", "sss_no_dfe", "sss")
 NAMES = {"RV": (1,), "MYO": (2,), "LV": (3,)}
 
 
+def method_section(method: str, sss: dict) -> dict:
+    """The config's ``method`` section for one of :data:`METHODS`, from the shipped SSS config's."""
+    from medsam_kit.methods.supervised import SupervisedParams
+
+    if method == "supervised":
+        keys = {f.name for f in dataclasses.fields(SupervisedParams)}
+        return {"name": "supervised", **{k: v for k, v in sss.items() if k in keys}}
+    return {**sss, "name": "sss", "dfe": method == "sss"}
+
+
 def run_setting(raw: str, work: str, method: str, budget: int, n_train: int, steps: int, device: str,
-                threads: int = 0) -> dict:
-    """Train one (method, budget) setting and score its automatic segmentation of the test patients."""
+                seed: int = 0, threads: int = 0) -> dict:
+    """Train one (method, budget, seed) setting and score its automatic segmentation of the test patients."""
     from medsam_kit.data.adapters import get_adapter
     from medsam_kit.engine.config import config_from_dict, load_config
     from medsam_kit.engine.metrics import class_metrics
@@ -48,11 +61,11 @@ def run_setting(raw: str, work: str, method: str, budget: int, n_train: int, ste
     if threads:
         torch.set_num_threads(threads)
     base = load_config(CONFIG).to_dict()
-    base["method"] = METHODS[method]["method"]
+    base["method"] = {**method_section(method, base["method"]), "seed": seed}  # prompt / view draws too
     base["data"].update({"raw": raw, "prepared": None, "dataset": "acdc", "labeled_budget": budget / n_train})
-    base["train"].update({"steps": steps, "device": device})
-    config = config_from_dict(base, f"{method}@{budget}")
-    run_dir = Path(work) / f"{method}_{budget}"
+    base["train"].update({"steps": steps, "device": device, "seed": seed})
+    config = config_from_dict(base, f"{method}@{budget}/seed{seed}")
+    run_dir = Path(work) / f"{method}_{budget}_seed{seed}"
     tic = time.perf_counter()
     result = Trainer(config, run_dir).fit()
     seconds = time.perf_counter() - tic
@@ -66,7 +79,7 @@ def run_setting(raw: str, work: str, method: str, budget: int, n_train: int, ste
         metrics = class_metrics(labels, case.label, NAMES, case.geometry.spacing_zyx, 2.0)
         scores.append([metrics[k]["dice"] for k in NAMES])
     labeled = sorted({c.split("_")[0] for c in split["train_labeled"]})
-    return {"method": method, "budget": budget, "labeled_patients": labeled,
+    return {"method": method, "budget": budget, "seed": seed, "labeled_patients": labeled,
             "unlabeled_volumes": len(split.get("train_unlabeled", [])), "train_seconds": round(seconds, 1),
             "best_val_dice": result.best_val_dice,
             "test_dice_per_class": dict(zip(NAMES, np.mean(scores, 0).tolist(), strict=True)),
@@ -76,7 +89,9 @@ def run_setting(raw: str, work: str, method: str, budget: int, n_train: int, ste
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, default=20, help="phantom patients (default 20: 11 train)")
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps of every run")
+    parser.add_argument("--seeds", type=int, default=2, help="runs per setting, seeds 0 .. N-1")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[1, 3, 7], help="labeled patients")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
@@ -93,9 +108,9 @@ def main() -> None:
     # which the split turns back into exactly b patients (an int budget would be rescaled from ACDC's 70)
     full = make_split(get_adapter("acdc").discover(raw), "acdc")
     n_train = len({c.split("_")[0] for c in full.train_labeled})
-    settings = [(m, b) for b in BUDGETS for m in METHODS if b < n_train]
+    settings = [(m, b, s) for s in range(args.seeds) for b in args.budgets for m in METHODS if b < n_train]
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
-    jobs = [(raw, str(work), m, b, n_train, args.steps, args.device, threads) for m, b in settings]
+    jobs = [(raw, str(work), m, b, n_train, args.steps, args.device, s, threads) for m, b, s in settings]
     args.out.mkdir(parents=True, exist_ok=True)
     partial = args.out / "sss_vs_supervised.jsonl"  # one line per finished setting (survives an interruption)
     partial.write_text("")
@@ -105,32 +120,50 @@ def main() -> None:
             rows.append(row)
             with partial.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"{row['method']:>12s} @ {row['budget']} labeled: test mean Dice {row['test_mean_dice']:.3f} "
-                  f"({row['train_seconds']:.0f} s)", flush=True)
-    print(f"{'budget':>6s} " + " ".join(f"{m:>12s}" for m in METHODS))
-    for budget in sorted({r["budget"] for r in rows}):
-        cells = {r["method"]: r["test_mean_dice"] for r in rows if r["budget"] == budget}
-        print(f"{budget:6d} " + " ".join(f"{cells.get(m, float('nan')):12.3f}" for m in METHODS))
-    report = {"patients": args.patients, "train_patients": n_train, "steps": args.steps, "device": args.device,
-              "machine": platform.processor() or platform.machine(), "rows": rows}
+            print(f"{row['method']:>12s} @ {row['budget']} labeled, seed {row['seed']}: test mean Dice "
+                  f"{row['test_mean_dice']:.3f} ({row['train_seconds']:.0f} s)", flush=True)
+    summary = summarize(rows)
+    print(f"test mean Dice, mean +- std over {args.seeds} seed(s)")
+    print(f"{'budget':>6s} " + " ".join(f"{m:>15s}" for m in METHODS))
+    for budget in sorted(summary):
+        cells = summary[budget]
+        print(f"{budget:6d} " + " ".join(
+            f"{cells[m]['mean']:8.3f} +- {cells[m]['std']:.2f}" if m in cells else f"{'-':>15s}" for m in METHODS))
+    report = {"patients": args.patients, "train_patients": n_train, "steps": args.steps, "seeds": args.seeds,
+              "device": args.device, "machine": platform.processor() or platform.machine(),
+              "method_config": str(CONFIG.name), "summary": {str(b): v for b, v in summary.items()}, "rows": rows}
     (args.out / "sss_vs_supervised.json").write_text(json.dumps(report, indent=2))
-    _plot(rows, args.out / "sss_vs_supervised.png")
+    _plot(summary, args.out / "sss_vs_supervised.png")
     print(f"wrote {args.out / 'sss_vs_supervised.json'} and .png")
 
 
-def _plot(rows: list[dict], path: Path) -> None:
+def summarize(rows: list[dict]) -> dict[int, dict[str, dict]]:
+    """``{budget: {method: {"mean", "std", "runs", "per_class"}}}`` of the test mean Dice over seeds."""
+    summary: dict[int, dict[str, dict]] = {}
+    for budget in sorted({r["budget"] for r in rows}):
+        for method in METHODS:
+            runs = [r for r in rows if r["budget"] == budget and r["method"] == method]
+            if runs:
+                values = np.array([r["test_mean_dice"] for r in runs])
+                per_class = {k: float(np.mean([r["test_dice_per_class"][k] for r in runs])) for k in NAMES}
+                summary.setdefault(budget, {})[method] = {"mean": float(values.mean()), "std": float(values.std()),
+                                                          "runs": len(runs), "per_class": per_class}
+    return summary
+
+
+def _plot(summary: dict[int, dict[str, dict]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    budgets = sorted({r["budget"] for r in rows})
+    budgets = sorted(summary)
     width = 0.8 / len(METHODS)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for i, method in enumerate(METHODS):
-        values = [next((r["test_mean_dice"] for r in rows if r["method"] == method and r["budget"] == b), 0.0)
-                  for b in budgets]
-        ax.bar(np.arange(len(budgets)) + i * width, values, width, label=method)
+        cells = [summary[b].get(method, {"mean": 0.0, "std": 0.0}) for b in budgets]
+        ax.bar(np.arange(len(budgets)) + i * width, [c["mean"] for c in cells], width, label=method,
+               yerr=[c["std"] for c in cells], capsize=3)
     ax.set_xticks(np.arange(len(budgets)) + width * (len(METHODS) - 1) / 2, [f"{b} labeled" for b in budgets])
     ax.set_ylabel("test mean Dice")
     ax.set_ylim(0, 1)

@@ -27,7 +27,7 @@ def fake_trainer():
     :func:`object_volume` over noise; intensity mapping identity; augment = the trainer's default warps.
     """
 
-    def make(image_size=64, num_classes=2, cases=2, grad_accumulation=1, val_batch_size=8):
+    def make(image_size=64, num_classes=2, cases=2, grad_accumulation=1, val_batch_size=8, steps=100):
         from medsam_kit.models import load_model
 
         torch.manual_seed(0)
@@ -39,7 +39,8 @@ def fake_trainer():
             image = 0.2 + 0.3 * object_volume().astype(np.float32) + 0.05 * rng.standard_normal((6, 80, 80))
             volumes.append(types.SimpleNamespace(case_id=f"u{i}", image=image.clip(0, 1)[None].astype(np.float32)))
         augment = SpatialAugment(AugmentParams(probability=0.8, rotate_deg=15, scale=(0.85, 1.2), translate=0.1), 0.0)
-        train = types.SimpleNamespace(grad_accumulation=grad_accumulation, val_batch_size=val_batch_size)
+        train = types.SimpleNamespace(grad_accumulation=grad_accumulation, val_batch_size=val_batch_size,
+                                      steps=steps)
         return types.SimpleNamespace(model=model, device=torch.device("cpu"), unlabeled_cases=volumes,
                                      intensity={"kind": "identity"}, augment=augment,
                                      config=types.SimpleNamespace(train=train), class_values=list(range(1, 3)))

@@ -158,3 +158,56 @@ def test_adaptive_thresholds_move_log_and_resume(fake_trainer):
     again = _method(trainer, threshold=0.95, threshold_mode="adaptive", threshold_momentum=0.5, dfe=False)
     again.load_state_dict(method.state_dict())
     assert torch.equal(again.class_thresholds.thresholds(), moved)
+
+
+def test_unlabeled_start_trains_supervised_only_and_keeps_the_teacher_a_copy(fake_trainer):
+    trainer = fake_trainer()
+    model = trainer.model
+    method = _method(trainer, unlabeled_start=3, rampup_steps=4, dfe=False)
+    supervised = method.supervised
+    with torch.no_grad():
+        early, logs = method.loss(model, _batch(), step=2)  # optimizer step 2 < 3: supervised only
+        reference, _ = supervised.loss(model, {k: v for k, v in _batch().items() if k != "unlabeled"}, 2)
+    assert early.item() == reference.item() and logs["unlabeled_weight"] == 0.0 and "unsup_loss" not in logs
+    with torch.no_grad():
+        _, logs = method.loss(model, _batch(), step=4)  # second step of the unlabeled phase: ramp 2 / 4
+    assert logs["unlabeled_weight"] == pytest.approx(0.5) and "unsup_loss" in logs
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    method.after_step(model, 3)  # up to unlabeled_start: the teacher is the student
+    for t, s in zip(method.teacher.model.parameters(), model.parameters(), strict=True):
+        assert torch.equal(t, s)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    method.after_step(model, 4)  # first EMA step of the phase: warm-up momentum 1 - 1/2 = 0.5
+    t, s = next(method.teacher.model.parameters()), next(model.parameters())
+    assert torch.allclose(t, s - 0.005, atol=1e-6)
+    share = _method(fake_trainer(steps=200), unlabeled_start=0.25, dfe=False)  # a share of train.steps
+    assert share.unlabeled_start == 50
+    with pytest.raises(ValueError, match="unlabeled_start"):
+        SSSParams(unlabeled_start=1.5)
+
+
+def test_quantile_thresholds_keep_a_share_of_every_class(fake_trainer):
+    from medsam_kit.methods.sss.pseudo import class_quantile_thresholds
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (4, 32, 32), generator=g)
+    confidence = 0.4 + 0.6 * torch.rand(4, 32, 32, generator=g) * (1 + labels) / 3  # class 0 least sure
+    thresholds = class_quantile_thresholds(confidence, labels, 4, keep=0.3, floor=0.0, ceiling=1.0)
+    for c in range(3):
+        kept = float((confidence[labels == c] >= thresholds[c]).float().mean())
+        assert 0.3 <= kept <= 0.3 + 0.02  # histogram bins of width 1/200
+    assert thresholds[0] < thresholds[1] < thresholds[2] and thresholds[3] == 1.0  # no class-3 pixels: ceiling
+    clipped = class_quantile_thresholds(confidence, labels, 4, keep=0.3, floor=0.75, ceiling=0.8)
+    assert torch.all((clipped >= 0.75) & (clipped <= 0.8))
+    trainer = fake_trainer()
+    method = _method(trainer, threshold=0.95, threshold_mode="quantile", threshold_keep=0.5, threshold_floor=0.0,
+                     dfe=False)
+    with torch.no_grad():
+        _, logs = method.loss(trainer.model, _batch(), step=0)
+    assert 0.3 < logs["conf_ratio"] < 0.7 and {"threshold_0", "threshold_1", "threshold_2"} <= set(logs)
+    with pytest.raises(ValueError, match="threshold_keep"):
+        SSSParams(threshold_mode="quantile", threshold_keep=0.0)

@@ -19,6 +19,12 @@ One step, for a labeled batch and an unlabeled batch (``batch["unlabeled"]``, se
 5. total = supervised + ``unlabeled_weight`` * ramp * mean over the two strong views of
    (``unsup_coarse_weight`` * coarse + ``unsup_decoder_weight`` * decoder).
 
+Before optimizer step ``unlabeled_start`` a step is supervised only (steps 2-4 are skipped, so those
+steps cost what a supervised step costs) and the teacher is a copy of the student; from then on the
+teacher is the student's EMA and the unlabeled loss ramps up over ``rampup_steps``. Weak-to-strong
+consistency only teaches something once the teacher is confident: a model trained from scratch
+on one or two labeled volumes is not, for its first few hundred steps.
+
 After every optimizer step the trainer calls :meth:`SSSMethod.after_step`, which updates the teacher.
 DFE's parameters are the method's own (:meth:`SSSMethod.parameters`; the trainer optimises them
 with the model's) and are saved with the teacher and the PCSW cache in :meth:`SSSMethod.state_dict`.
@@ -43,6 +49,7 @@ from medsam_kit.methods.sss.pseudo import (
     ClassThresholds,
     MaskedCoarseLoss,
     MaskedMaskLoss,
+    class_quantile_thresholds,
     coarse_pseudo_labels,
     decoder_pseudo_masks,
 )
@@ -75,15 +82,22 @@ class SSSParams(SupervisedParams):
     Attributes:
         unlabeled_weight: weight of the unlabeled loss (UniMatch: 1, the labeled and unlabeled
             halves of the loss count alike).
-        rampup_steps: the unlabeled weight grows linearly over the first N optimizer steps
-            (0: full weight from the start; the confidence threshold already keeps an untrained
-            teacher's unsure pixels out).
+        unlabeled_start: optimizer steps of supervised-only training before the unlabeled loss
+            starts (the teacher copies the student until then; 0: from the first step, as UniMatch
+            with a pretrained encoder). A float in ``(0, 1)`` is a share of ``train.steps`` (so a
+            shorter or longer run keeps the proportion).
+        rampup_steps: after ``unlabeled_start`` the unlabeled weight grows linearly over N optimizer
+            steps (0: full weight at once; the confidence threshold already keeps unsure pixels out).
         unsup_coarse_weight, unsup_decoder_weight: weights of the coarse-head and decoder terms.
         threshold: confidence a teacher pixel needs to supervise (UniMatch / SSS: 0.95); with
             ``threshold_mode: adaptive`` the ceiling of the per-class thresholds.
-        threshold_mode: ``fixed`` (the one threshold for every class, as UniMatch) or ``adaptive``
-            (coarse head: per-class thresholds that follow the teacher's confidence per class,
-            :class:`~medsam_kit.methods.sss.pseudo.ClassThresholds`; the decoder keeps ``threshold``).
+        threshold_mode: ``fixed`` (the one threshold for every class, as UniMatch), ``quantile``
+            (coarse head: per class, the threshold that keeps the surest ``threshold_keep`` share of the
+            pixels the teacher gives that class, within ``[threshold_floor, threshold]``;
+            :func:`~medsam_kit.methods.sss.pseudo.class_quantile_thresholds`) or ``adaptive``
+            (per-class running mean confidence, :class:`~medsam_kit.methods.sss.pseudo.ClassThresholds`).
+            The decoder's pseudo-masks always use ``threshold``.
+        threshold_keep, threshold_floor: the ``quantile`` mode's share and lowest threshold.
         threshold_momentum: EMA momentum of the adaptive thresholds (per step).
         ema_momentum: teacher momentum m in ``t = m t + (1 - m) s`` (UniMatch-V2: 0.996).
         ema_warmup: use ``min(m, 1 - 1/(step + 1))`` (UniMatch-V2), so the early teacher tracks
@@ -109,11 +123,14 @@ class SSSParams(SupervisedParams):
     """
 
     unlabeled_weight: float = 1.0
+    unlabeled_start: int | float = 0
     rampup_steps: int = 0
     unsup_coarse_weight: float = 1.0
     unsup_decoder_weight: float = 1.0
     threshold: float = 0.95
     threshold_mode: str = "fixed"
+    threshold_keep: float = 0.5
+    threshold_floor: float = 0.5
     threshold_momentum: float = 0.99
     ema_momentum: float = 0.996
     ema_warmup: bool = True
@@ -140,14 +157,23 @@ class SSSParams(SupervisedParams):
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"method.threshold must be in [0, 1], got {self.threshold}")
-        if self.threshold_mode not in ("fixed", "adaptive"):
-            raise ValueError(f"method.threshold_mode must be 'fixed' or 'adaptive', got {self.threshold_mode!r}")
+        if self.threshold_mode not in ("fixed", "quantile", "adaptive"):
+            raise ValueError("method.threshold_mode must be 'fixed', 'quantile' or 'adaptive', "
+                             f"got {self.threshold_mode!r}")
+        if self.threshold_mode == "quantile" and (not 0.0 < self.threshold_keep <= 1.0
+                                                  or not 0.0 <= self.threshold_floor <= self.threshold):
+            raise ValueError("method.threshold_keep must be in (0, 1] and threshold_floor in [0, threshold], got "
+                             f"{self.threshold_keep} and {self.threshold_floor}")
         if not 0.0 <= self.threshold_momentum < 1.0:
             raise ValueError(f"method.threshold_momentum must be in [0, 1), got {self.threshold_momentum}")
         if not 0.0 <= self.ema_momentum <= 1.0:
             raise ValueError(f"method.ema_momentum must be in [0, 1], got {self.ema_momentum}")
-        if self.rampup_steps < 0 or self.pcsw_refresh < 0 or self.pcsw_max_prompts < 1:
-            raise ValueError("method.rampup_steps and pcsw_refresh must be >= 0, pcsw_max_prompts >= 1")
+        if isinstance(self.unlabeled_start, float) and not 0.0 <= self.unlabeled_start < 1.0:
+            raise ValueError("method.unlabeled_start must be a step count (int) or a share of train.steps in "
+                             f"[0, 1), got {self.unlabeled_start}")
+        if min(self.unlabeled_start, self.rampup_steps, self.pcsw_refresh) < 0 or self.pcsw_max_prompts < 1:
+            raise ValueError("method.unlabeled_start, rampup_steps and pcsw_refresh must be >= 0, "
+                             "pcsw_max_prompts >= 1")
         self.strong()  # checks the ranges now, with the config, not at the first step
 
     def supervised(self) -> SupervisedParams:
@@ -200,6 +226,8 @@ class SSSMethod:
         self.pcsw: PcswCache | None = None
         self.class_thresholds: ClassThresholds | None = None
         self.grad_accumulation = 1
+        start = self.params.unlabeled_start  # a share of train.steps is resolved in setup()
+        self.unlabeled_start = int(start) if isinstance(start, int) else 0
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer) -> None:
@@ -220,6 +248,8 @@ class SSSMethod:
         self.pad_value = float(trainer.augment.pad_value)
         train = trainer.config.train
         self.grad_accumulation = int(train.grad_accumulation)
+        start = p.unlabeled_start
+        self.unlabeled_start = int(start) if isinstance(start, int) else round(float(start) * int(train.steps))
         intensity = trainer.intensity
         cases = trainer.unlabeled_cases
         by_id = None if hasattr(cases, "case") else {c.case_id: c for c in cases}
@@ -269,7 +299,12 @@ class SSSMethod:
         p = self.params
         sup, sup_logs = self.supervised.loss(model, {"image": batch["image"], "label": batch["label"]}, step)
         opt_step = int(step) // self.grad_accumulation
-        ramp = 1.0 if p.rampup_steps == 0 else min(1.0, (opt_step + 1) / p.rampup_steps)
+        since = opt_step - self.unlabeled_start  # optimizer steps of the unlabeled phase before this one
+        if since < 0 or p.unlabeled_weight == 0:
+            logs = {"sup_loss": sup_logs.pop("loss"), **sup_logs, "unlabeled_weight": 0.0,
+                    "loss": float(sup.detach())}
+            return sup, logs
+        ramp = 1.0 if p.rampup_steps == 0 else min(1.0, (since + 1) / p.rampup_steps)
         weight = p.unlabeled_weight * ramp
         unsup, logs = self.unlabeled_loss(model, unlabeled, int(step), opt_step)
         total = sup + weight * unsup
@@ -294,6 +329,10 @@ class SSSMethod:
             if self.class_thresholds is not None:
                 self.class_thresholds.update(confidence, labels)
                 confident = self.class_thresholds.confident(confidence, labels)
+            elif p.threshold_mode == "quantile":
+                class_thr = class_quantile_thresholds(confidence, labels, int(model.num_classes) + 1,
+                                                      p.threshold_keep, p.threshold_floor, p.threshold)
+                confident = confidence >= class_thr[labels]
             prompts = self._prompts(unlabeled, matrices, model.image_size, opt_step, gen(PROMPTS))
             if prompts is not None:
                 index, _, boxes, points, point_labels = prompts
@@ -324,12 +363,17 @@ class SSSMethod:
         coarse = 0.5 * (coarse_terms[0] + coarse_terms[1])
         decoder = 0.5 * (decoder_terms[0] + decoder_terms[1]) if decoder_terms else coarse.new_zeros(())
         unsup = p.unsup_coarse_weight * coarse + p.unsup_decoder_weight * decoder
+        if p.threshold_mode == "quantile":
+            thresholds = class_thr.tolist()
+        elif self.class_thresholds is not None:
+            thresholds = self.class_thresholds.thresholds().tolist()
+        else:
+            thresholds = []
         logs = {
             "unsup_coarse_loss": float(coarse.detach()),
             "unsup_decoder_loss": float(decoder.detach()),
             "conf_ratio": float(confident.float().mean()),
-            **({f"threshold_{k}": float(v) for k, v in enumerate(self.class_thresholds.thresholds())}
-               if self.class_thresholds is not None else {}),
+            **{f"threshold_{k}": float(v) for k, v in enumerate(thresholds)},
             "pcsw_prompts": float(0 if prompts is None else len(prompts[0])),
         }
         if self.dfe is not None:
@@ -352,10 +396,14 @@ class SSSMethod:
 
     # ------------------------------------------------------------------ after the optimizer step
     def after_step(self, model, step: int) -> None:
-        """EMA update of the teacher after optimizer step ``step`` (1-based)."""
+        """Teacher update after optimizer step ``step`` (1-based): a copy of the student up to
+        ``unlabeled_start``, its EMA after (the momentum warm-up counted from ``unlabeled_start``)."""
         if self.teacher is None:
             raise RuntimeError("SSSMethod.setup(trainer) must run before after_step()")
-        self.teacher.update(model, ema_momentum(self.params.ema_momentum, step, self.params.ema_warmup))
+        p = self.params
+        since = int(step) - self.unlabeled_start
+        momentum = 0.0 if since <= 0 else ema_momentum(p.ema_momentum, since, p.ema_warmup)
+        self.teacher.update(model, momentum)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

@@ -47,6 +47,43 @@ def decoder_pseudo_masks(logits: torch.Tensor, threshold: float) -> tuple[torch.
     return p > 0.5, torch.maximum(p, 1 - p) >= threshold
 
 
+def class_quantile_thresholds(confidence: torch.Tensor, labels: torch.Tensor, num_classes: int, keep: float,
+                              floor: float, ceiling: float, bins: int = 200) -> torch.Tensor:
+    """Per-class thresholds that keep the most confident ``keep`` share of each class's pixels.
+
+    For every class ``c`` the threshold is the ``1 - keep`` quantile of the teacher's confidence over
+    the pixels it labels ``c`` in this batch (of every rank of a distributed run: the quantiles come
+    from a ``bins``-bin histogram that is all-reduced, so they do not depend on the world size),
+    clipped to ``[floor, ceiling]``; a class without pixels gets ``ceiling``. Unlike one fixed
+    threshold this gives every predicted class pseudo-labels, the thin, hard ones (myocardium) too,
+    while each class still contributes only its surer part; the floor keeps a class whose every
+    pixel is a guess out. The idea is the class-wise reliability of FlexMatch / U2PL's percentile
+    rule, written for a from-scratch model whose confidence levels differ a lot between classes.
+
+    Args:
+        confidence: ``(B, H, W)`` maximum probabilities; labels: ``(B, H, W)`` their argmax.
+        num_classes: classes of the coarse logits (background included).
+        keep: share of each class's pixels above its threshold (before clipping), in ``(0, 1]``.
+        floor, ceiling: bounds of every threshold.
+
+    Returns:
+        ``(num_classes,)`` float32 thresholds (on ``confidence``'s device).
+    """
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    index = (confidence.float().clamp(0, 1) * bins).long().clamp(max=bins - 1)
+    flat = labels.reshape(-1).long() * bins + index.reshape(-1)
+    hist = torch.bincount(flat, minlength=num_classes * bins).view(num_classes, bins).double()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(hist)
+    above = hist.flip(1).cumsum(1).flip(1)  # pixels in bin b or higher
+    total = hist.sum(1)
+    reached = above >= keep * total[:, None]  # True for the low bins, False from some bin on
+    lower_edge = (reached.sum(1) - 1).clamp(min=0).double() / bins  # every pixel of that bin is kept
+    thresholds = torch.where(total > 0, lower_edge, torch.full_like(lower_edge, ceiling))
+    return thresholds.clamp(min=floor, max=ceiling).float()
+
+
 class MaskedCoarseLoss(torch.nn.Module):
     """CE + Dice of coarse ``logits`` ``(B, K+1, H, W)`` against ``labels`` ``(B, H, W)`` on ``mask`` pixels."""
 
