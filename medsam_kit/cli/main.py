@@ -15,7 +15,7 @@ import sys
 
 from medsam_kit import __version__
 
-VERBS = ("demo", "phantoms", "check", "prepare", "train", "predict", "evaluate", "info")
+VERBS = ("demo", "phantoms", "check", "prepare", "train", "predict", "evaluate", "info", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -82,6 +82,14 @@ class EmbeddingCache:
         self._entries[key] = features
         self.nbytes += size
 
+    def usage_by_volume(self) -> dict[Hashable, tuple[int, int]]:
+        """``{volume_id: (bytes, entries)}`` held now, per volume (e.g. for a server's memory bound)."""
+        usage: dict[Hashable, tuple[int, int]] = {}
+        for (volume_id, _), features in self._entries.items():
+            nbytes, count = usage.get(volume_id, (0, 0))
+            usage[volume_id] = (nbytes + int(features.nbytes), count + 1)
+        return usage
+
     def clear(self, volume_id: Hashable | None = None) -> None:
         """Drop every entry, or only those of ``volume_id``."""
         for key in [k for k in self._entries if volume_id is None or k[0] == volume_id]:

@@ -32,6 +32,10 @@ def test_cache_bytes_never_exceed_the_bound_and_lru_evicts_oldest():
     cache.features("vol", [7], _load, _encode)  # hit: 7 becomes most recent
     cache.features("vol", [0], _load, _encode)  # miss: evicts 8, the least recently used
     assert ("vol", 8) not in cache and ("vol", 7) in cache
+    cache.features("other", [1, 2], _load, _encode)  # evicts 9 and 7 (least recent first)
+    assert cache.usage_by_volume() == {"vol": (per_slice, 1), "other": (2 * per_slice, 2)}
+    cache.clear("other")
+    assert cache.usage_by_volume() == {"vol": (per_slice, 1)} and cache.nbytes == per_slice
 
 
 def test_cache_encodes_only_missing_slices_in_batches():

@@ -1,0 +1,103 @@
+"""``medsam-kit serve``: run the HTTP inference server (API v1, :mod:`medsam_kit.serve`) for 3D Slicer and scripts.
+
+The model is loaded exactly as ``medsam-kit predict`` loads it (``--run`` or ``--model`` /
+``--checkpoint``, same options), then served by uvicorn until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+TOKEN_ENV = "MEDSAM_KIT_TOKEN"
+
+_EPILOG = f"""\
+security:
+  The server binds 127.0.0.1 (this machine only) by default. Another --host (e.g. 0.0.0.0 on a
+  GPU box) is refused unless --token is given; clients then send 'Authorization: Bearer TOKEN'
+  with every request. --token may come from the {TOKEN_ENV} environment variable instead, so it
+  does not show in the process list. Uploads are limited by --max-upload-mb; open volumes and
+  their slice embeddings together by --max-memory-mb (least recently used volumes are evicted).
+
+endpoints (JSON; OpenAPI schema at /openapi.json, browsable at /docs):
+  GET /v1/health, GET /v1/info, POST /v1/volumes?filename=NAME (raw .nrrd/.nii/.nii.gz/.mha bytes),
+  GET /v1/volumes[/ID], POST /v1/volumes/ID/segment (prompt JSON), POST /v1/volumes/ID/auto,
+  DELETE /v1/volumes/ID; results ?output=seg.nrrd (default, 3D Slicer) | nrrd | nifti.
+
+examples:
+  medsam-kit serve --run runs/acdc
+  export MEDSAM_KIT_TOKEN=$(openssl rand -hex 16)   # give the same token to the Slicer extension
+  medsam-kit serve --model sam2.1_hiera_tiny --checkpoint sam2.1_hiera_tiny.pt --device cuda \\
+      --host 0.0.0.0 --port 8000
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the HTTP inference server (3D Slicer extension, scripts)",
+        description="Serve a model over HTTP (FastAPI + uvicorn): clients upload a volume, then segment it\n"
+                    "from prompts or automatically and receive label maps (NRRD, NIfTI or Slicer .seg.nrrd)\n"
+                    "on the uploaded grid. Slice embeddings are computed once per volume and reused.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="training run folder (model, plan, label names from it)")
+    source.add_argument("--model", help="registry model name (see medsam_kit.models.list_models); random weights "
+                                        "unless --checkpoint is given")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint for --model (official SAM / SAM-2 "
+                                                                      "/ MedSAM file or a medsam_kit one)")
+    parser.add_argument("--in-channels", type=int, default=None, help="input channels of the --model (default 3)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine "
+                                                            "only; any other needs --token)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
+                        help=f"bearer token clients must send (default: ${TOKEN_ENV}); required off loopback")
+    parser.add_argument("--device", default="auto", help="torch device: auto (CUDA when available), cpu, cuda, "
+                                                         "cuda:1 ... (default auto)")
+    parser.add_argument("--max-upload-mb", type=int, default=1024, help="largest upload in MiB (default 1024)")
+    parser.add_argument("--max-memory-mb", type=int, default=4096,
+                        help="bound on open volumes + their embeddings in MiB; least recently used volumes are "
+                             "evicted past it (default 4096)")
+    parser.add_argument("--cache-mb", type=int, default=1024, help="bound of the slice-embedding cache in MiB "
+                                                                   "(default 1024)")
+    parser.add_argument("--batch-size", type=int, default=8, help="slices per encoder call (default 8)")
+    parser.add_argument("--mode", choices=("longest", "native"), default=None,
+                        help="how slices meet the model input (as for predict; default from the model)")
+    parser.add_argument("--propagation", choices=("auto", "box", "memory"), default="auto",
+                        help="how objects are followed through the volume (as for predict)")
+    parser.add_argument("--guide", choices=("auto", "coarse", "none"), default="auto",
+                        help="coarse-head guidance of box propagation (as for predict)")
+    parser.set_defaults(func=run)
+
+
+def _check_limits(args: argparse.Namespace) -> None:
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port} is not a TCP port (0-65535)")
+    for flag in ("max_upload_mb", "max_memory_mb", "cache_mb", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from medsam_kit.cli.predict import make_segmenter
+    from medsam_kit.engine.trainer import resolve_device
+    from medsam_kit.serve.app import check_bind, create_app
+
+    check_bind(args.host, args.token)  # before the model loads: a refused bind fails at once
+    _check_limits(args)
+    args.device = str(resolve_device(args.device))
+    segmenter = make_segmenter(args)
+    app = create_app(segmenter, token=args.token, max_upload_bytes=args.max_upload_mb << 20,
+                     max_session_bytes=args.max_memory_mb << 20)
+    info = app.state.server.model
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"medsam-kit serve: {info['name']} ({info['in_channels']} channel(s), {info['num_classes']} label(s)) on "
+          f"{args.device} at http://{host}:{args.port}/v1 (docs: /docs){', token required' if args.token else ''}",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if getattr(args, "verbose", False) else "warning")
+    return 0

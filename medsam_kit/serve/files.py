@@ -1,0 +1,205 @@
+"""Uploaded volume files in, label-map files out.
+
+Uploads (:func:`upload_suffix`, :func:`read_upload`): the client's file name only picks the reader by
+its suffix (``.nrrd``, ``.nii``, ``.nii.gz``, ``.mha``); the bytes are stored by the server under a
+name it chooses in a private temporary folder, so no request can name a server-side path. Formats
+whose header may point at another file are refused: detached ``.nhdr`` / ``.mhd`` by suffix, and an
+attached-looking ``.nrrd`` / ``.mha`` whose header still names a data file (``data file:``,
+``ElementDataFile = /etc/...``) by reading the header before any reader sees it. The header's
+shape is checked against the server's memory bound before the voxels are read, so a small gzip
+file cannot expand into gigabytes. Every problem is an :class:`~medsam_kit.serve.errors.ApiError`
+with a one-line reason that names the client's file name, never the temporary path.
+
+Results (:func:`encode_labels`): a ``(Z, Y, X)`` uint8 label map with the uploaded volume's geometry
+as the bytes of a NRRD, a NIfTI (``.nii.gz``) or a 3D Slicer segmentation (``.seg.nrrd``, written
+with ``slicerio``: one segment per model label with its name, colour and label value).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medsam_kit.io import Geometry, Volume, read_image_header, read_volume, write_volume
+from medsam_kit.serve.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+#: Upload suffixes the server reads (single-file formats only), longest first.
+UPLOAD_SUFFIXES = (".nii.gz", ".nrrd", ".nii", ".mha")
+_DETACHED = (".nhdr", ".mhd", ".hdr", ".img", ".raw")
+#: Result formats: ``output`` query value -> file name in ``Content-Disposition``.
+OUTPUT_FILES = {"seg.nrrd": "labels.seg.nrrd", "nrrd": "labels.nrrd", "nifti": "labels.nii.gz"}
+_HEADER_LIMIT = 1 << 20  # bytes of text header scanned for data-file references
+_MODEL_BYTES_PER_VOXEL = 4  # the Segmenter works on a float32 copy of every channel
+
+
+def _short(name: str, limit: int = 80) -> str:
+    return name if len(name) <= limit else name[: limit - 3] + "..."
+
+
+def upload_suffix(filename: str) -> str:
+    """The reader suffix of the client's ``filename`` (415 for anything the server does not read)."""
+    lower = filename.strip().lower()
+    for suffix in UPLOAD_SUFFIXES:
+        if lower.endswith(suffix):
+            return suffix
+    if lower.endswith(_DETACHED):
+        raise ApiError(415, f"{_short(filename)!r}: header + detached data files (.nhdr, .mhd, .hdr/.img) are "
+                            f"refused; send one self-contained file (.nrrd, .nii, .nii.gz or .mha)")
+    raise ApiError(415, f"{_short(filename)!r}: unsupported file type; send a volume as "
+                        f"{', '.join(UPLOAD_SUFFIXES)} (the filename query parameter picks the reader)")
+
+
+def _header_lines(path: Path, stop_at_blank: bool) -> list[str]:
+    """Text lines at the start of ``path`` (at most ``_HEADER_LIMIT`` bytes; up to the first blank line)."""
+    with open(path, "rb") as handle:
+        lines = handle.read(_HEADER_LIMIT).decode("latin-1").splitlines()
+    if stop_at_blank and "" in lines:
+        lines = lines[: lines.index("")]  # NRRD: the header ends at the first empty line
+    return lines
+
+
+def check_self_contained(path: Path, suffix: str, filename: str) -> None:
+    """Refuse an NRRD / MetaImage upload whose header names another file to read the voxels from."""
+    if suffix == ".nrrd":
+        lines = _header_lines(path, stop_at_blank=True)
+        if not lines or not lines[0].startswith("NRRD"):
+            raise ApiError(400, f"{_short(filename)!r} is not an NRRD file (no 'NRRD000x' magic line)")
+        for line in lines[1:]:
+            key, sep, _ = line.partition(":")
+            if sep and not line[len(key) + 1:].startswith("=") and key.strip().lower() in ("data file", "datafile"):
+                raise ApiError(415, f"{_short(filename)!r}: the NRRD header names a detached data file; send a "
+                                    f"single .nrrd with the voxels inside")
+    elif suffix == ".mha":
+        for line in _header_lines(path, stop_at_blank=False):
+            key, sep, value = line.partition("=")
+            if sep and key.strip().lower() == "elementdatafile":
+                if value.strip().upper() != "LOCAL":
+                    raise ApiError(415, f"{_short(filename)!r}: the MetaImage header names a detached data file; "
+                                        f"send a .mha with 'ElementDataFile = LOCAL'")
+                return
+        raise ApiError(400, f"{_short(filename)!r} is not a MetaImage file (no ElementDataFile line in its header)")
+
+
+def _unreadable(exc: Exception, path: Path, filename: str) -> ApiError:
+    """400 naming the client's file: reader messages name the temporary file, which the client must not see."""
+    shown = repr(_short(filename))
+    message = str(exc).replace(str(path), shown).replace(str(path.parent), "<upload>")
+    message = message if shown in message else f"{shown}: {message}"
+    return ApiError(400, f"cannot read {message}")
+
+
+def _check_channels(count: int, accepted: Sequence[int], filename: str) -> None:
+    if count not in accepted:
+        wanted = " or ".join(str(c) for c in accepted)
+        raise ApiError(422, f"{_short(filename)!r} has {count} channel(s) but the model takes {wanted}; send a "
+                            f"multi-channel volume (4D NIfTI / multi-component NRRD) in the model's channel order "
+                            f"(GET /v1/info lists the channels)")
+
+
+def read_upload(path: Path, filename: str, accepted_channels: Sequence[int], max_bytes: int) -> Volume:
+    """Read an uploaded volume file stored at ``path`` (server-chosen) and check it for the model.
+
+    Args:
+        path: the stored upload, with the suffix returned by :func:`upload_suffix`.
+        filename: the client's file name (messages only).
+        accepted_channels: channel counts the model takes (``C`` of ``(C, Z, Y, X)``; 1 for ``(Z, Y, X)``).
+        max_bytes: bound on the float32 working copy (``C * Z * Y * X * 4``) the model will need.
+
+    Returns:
+        :class:`Volume` with ``array`` ``(Z, Y, X)`` or ``(C, Z, Y, X)`` (real numbers, finite) and LPS geometry.
+
+    Raises:
+        ApiError: 400 unreadable, 413 too large for the memory bound, 415 detached data, 422 wrong
+            channel count / pixel type / non-finite voxels.
+    """
+    suffix = upload_suffix(filename)
+    check_self_contained(path, suffix, filename)
+    try:
+        header = read_image_header(path)
+    except Exception as exc:  # any library error on client bytes means a bad file
+        raise _unreadable(exc, path, filename) from None
+    if header is not None:
+        shape = header[0]
+        if len(shape) not in (3, 4) or min(shape) < 1:
+            raise ApiError(422, f"{_short(filename)!r} has shape {list(shape)}; expected a 3D volume (Z, Y, X) or "
+                                f"channels of one (C, Z, Y, X)")
+        needed = math.prod(int(s) for s in shape) * _MODEL_BYTES_PER_VOXEL  # Python ints: no overflow
+        if needed > max_bytes:
+            raise ApiError(413, f"{_short(filename)!r} has shape {list(shape)}: {needed / 2**20:.0f} MiB as float32, "
+                                f"over the server's memory bound of {max_bytes / 2**20:.0f} MiB (--max-memory-mb)")
+        _check_channels(shape[0] if len(shape) == 4 else 1, accepted_channels, filename)
+    try:
+        volume = read_volume(path)
+    except Exception as exc:  # corrupt files raise many library-specific types
+        log.debug("upload %s unreadable", filename, exc_info=True)
+        raise _unreadable(exc, path, filename) from None
+    array = volume.array
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if array.dtype.kind not in "iuf":
+        raise ApiError(422, f"{_short(filename)!r} holds {array.dtype} voxels; send real-valued (integer or float) "
+                            f"intensities")
+    if min(array.shape) < 1:
+        raise ApiError(422, f"{_short(filename)!r} is empty (shape {list(array.shape)})")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ApiError(422, f"{_short(filename)!r} holds NaN or infinite voxels; replace them (e.g. by the minimum) "
+                            f"before sending")
+    _check_channels(1 if array.ndim == 3 else array.shape[0], accepted_channels, filename)
+    return Volume(array, volume.geometry, {"format": volume.meta.get("format"), "filename": _short(filename)})
+
+
+# ---------------------------------------------------------------------------- results
+def _extent(mask: np.ndarray) -> list[int]:
+    """Slicer segment extent ``[i0, i1, j0, j1, k0, k1]`` (inclusive, x/y/z index order) of a ``(Z, Y, X)`` mask."""
+    if not mask.any():
+        return [0, -1, 0, -1, 0, -1]
+    extent = []
+    for axes in ((0, 1), (0, 2), (1, 2)):  # project onto x, then y, then z
+        hits = np.flatnonzero(mask.any(axis=axes))
+        extent += [int(hits[0]), int(hits[-1])]
+    return extent
+
+
+def write_seg_nrrd(path: Path, labels: np.ndarray, geometry: Geometry, table: Sequence[dict]) -> Path:
+    """Write a 3D Slicer segmentation: ``labels`` ``(Z, Y, X)`` uint8, one segment per ``table`` entry.
+
+    Every label of ``table`` becomes a segment (also when absent from ``labels``, so the user sees
+    all of the model's structures), with its name, 0-255 colour (stored 0-1) and label value on
+    layer 0; geometry is the volume's ``ijkToLPS``.
+    """
+    import slicerio
+
+    segments = [{"id": f"Segment_{entry['value']}", "name": entry["name"], "labelValue": int(entry["value"]),
+                 "layer": 0, "color": [c / 255.0 for c in entry["color"]],
+                 "extent": _extent(labels == entry["value"])} for entry in table]
+    segmentation = {
+        "voxels": labels.T,  # slicerio writes (i, j, k) = (x, y, z) Fortran order: the (Z, Y, X) memory as is
+        "ijkToLPS": geometry.affine_lps(),
+        "containedRepresentationNames": ["Binary labelmap"],
+        "masterRepresentation": "Binary labelmap",
+        "segments": segments,
+    }
+    slicerio.write_segmentation(str(path), segmentation, compression_level=1)
+    return path
+
+
+def encode_labels(labels: np.ndarray, geometry: Geometry, table: Sequence[dict], output: str) -> tuple[bytes, str]:
+    """``(file bytes, file name)`` of a ``(Z, Y, X)`` label map in ``output`` format (see :data:`OUTPUT_FILES`)."""
+    if output not in OUTPUT_FILES:
+        raise ApiError(422, f"output {output!r} unknown; choose one of {', '.join(OUTPUT_FILES)}")
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    name = OUTPUT_FILES[output]
+    with tempfile.TemporaryDirectory(prefix="medsam-result-") as tmp:
+        path = Path(tmp) / name
+        if output == "seg.nrrd":
+            write_seg_nrrd(path, labels, geometry, table)
+        else:
+            write_volume(path, Volume(labels, geometry, {"format": "labels"}))
+        return path.read_bytes(), name
