@@ -1,7 +1,7 @@
 """Benchmark: supervised-only vs SSS without DFE vs full SSS at 1, 3 and 7 labeled ACDC phantom patients.
 
     python bench/sss_vs_supervised.py [--patients 20] [--steps 1000] [--seeds 2] [--budgets 1 3 7]
-                                      [--jobs 1] [--device cpu] [--out bench/results]
+                                      [--set KEY=VALUE ...] [--jobs 1] [--device cpu] [--out bench/results]
 
 Same phantom data, split, tiny model and number of steps for every setting; only the method, the
 labeled budget and the seed change. The split is the ACDC protocol (70 / 10 / 20 % of the patients
@@ -11,7 +11,8 @@ rest are the unlabeled pool (SSS) or unused (supervised). The methods are the sh
 ``dfe: false`` for ``sss_no_dfe``, and its labeled-loss keys under ``name: supervised``). Each run
 is scored by automatic segmentation of the test patients (mean Dice over RV / MYO / LV and the
 test volumes); the table gives the mean and standard deviation over seeds (seed = model
-initialisation, sampling and augmentation; the data stay the same).
+initialisation, sampling and augmentation; the data stay the same). ``--set KEY=VALUE`` changes a
+key of the SSS method section for both SSS settings (e.g. ``--set threshold_mode=quantile``).
 
 Writes ``sss_vs_supervised.json`` (every run + the summary), ``sss_vs_supervised.jsonl`` (one line
 per finished run, survives an interruption) and ``sss_vs_supervised.png`` (bar chart with the
@@ -28,11 +29,12 @@ import os
 import platform
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "acdc_sss_3cases.yaml"
 METHODS = ("supervised", "sss_no_dfe", "sss")
@@ -50,7 +52,7 @@ def method_section(method: str, sss: dict) -> dict:
 
 
 def run_setting(raw: str, work: str, method: str, budget: int, n_train: int, steps: int, device: str,
-                seed: int = 0, threads: int = 0) -> dict:
+                seed: int = 0, threads: int = 0, overrides: dict | None = None) -> dict:
     """Train one (method, budget, seed) setting and score its automatic segmentation of the test patients."""
     from medsam_kit.data.adapters import get_adapter
     from medsam_kit.engine.config import config_from_dict, load_config
@@ -61,7 +63,8 @@ def run_setting(raw: str, work: str, method: str, budget: int, n_train: int, ste
     if threads:
         torch.set_num_threads(threads)
     base = load_config(CONFIG).to_dict()
-    base["method"] = {**method_section(method, base["method"]), "seed": seed}  # prompt / view draws too
+    sss = {**base["method"], **(overrides or {})}
+    base["method"] = {**method_section(method, sss), "seed": seed}  # prompt / view draws follow the seed too
     base["data"].update({"raw": raw, "prepared": None, "dataset": "acdc", "labeled_budget": budget / n_train})
     base["train"].update({"steps": steps, "device": device, "seed": seed})
     config = config_from_dict(base, f"{method}@{budget}/seed{seed}")
@@ -92,10 +95,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="optimizer steps of every run")
     parser.add_argument("--seeds", type=int, default=2, help="runs per setting, seeds 0 .. N-1")
     parser.add_argument("--budgets", type=int, nargs="+", default=[1, 3, 7], help="labeled patients")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="settings to run")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of the SSS method section (YAML value), repeatable")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per job (default: cores / jobs)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
 
     from medsam_kit.data.phantoms import generate_phantoms
 
@@ -108,20 +121,23 @@ def main() -> None:
     # which the split turns back into exactly b patients (an int budget would be rescaled from ACDC's 70)
     full = make_split(get_adapter("acdc").discover(raw), "acdc")
     n_train = len({c.split("_")[0] for c in full.train_labeled})
-    settings = [(m, b, s) for s in range(args.seeds) for b in args.budgets for m in METHODS if b < n_train]
-    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
-    jobs = [(raw, str(work), m, b, n_train, args.steps, args.device, s, threads) for m, b, s in settings]
+    settings = [(m, b, s) for s in range(args.seeds) for b in args.budgets for m in args.methods if b < n_train]
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0)
+    jobs = [(raw, str(work), m, b, n_train, args.steps, args.device, s, threads, overrides) for m, b, s in settings]
     args.out.mkdir(parents=True, exist_ok=True)
     partial = args.out / "sss_vs_supervised.jsonl"  # one line per finished setting (survives an interruption)
     partial.write_text("")
     rows = []
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:
-        for row in pool.map(run_setting, *zip(*jobs, strict=True)):
+        futures = [pool.submit(run_setting, *job) for job in jobs]
+        for future in as_completed(futures):  # written as each run ends, not in submission order
+            row = future.result()
             rows.append(row)
             with partial.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(f"{row['method']:>12s} @ {row['budget']} labeled, seed {row['seed']}: test mean Dice "
                   f"{row['test_mean_dice']:.3f} ({row['train_seconds']:.0f} s)", flush=True)
+    rows.sort(key=lambda r: (r["budget"], METHODS.index(r["method"]), r["seed"]))
     summary = summarize(rows)
     print(f"test mean Dice, mean +- std over {args.seeds} seed(s)")
     print(f"{'budget':>6s} " + " ".join(f"{m:>15s}" for m in METHODS))
@@ -131,7 +147,8 @@ def main() -> None:
             f"{cells[m]['mean']:8.3f} +- {cells[m]['std']:.2f}" if m in cells else f"{'-':>15s}" for m in METHODS))
     report = {"patients": args.patients, "train_patients": n_train, "steps": args.steps, "seeds": args.seeds,
               "device": args.device, "machine": platform.processor() or platform.machine(),
-              "method_config": str(CONFIG.name), "summary": {str(b): v for b, v in summary.items()}, "rows": rows}
+              "method_config": str(CONFIG.name), "overrides": overrides,
+              "summary": {str(b): v for b, v in summary.items()}, "rows": rows}
     (args.out / "sss_vs_supervised.json").write_text(json.dumps(report, indent=2))
     _plot(summary, args.out / "sss_vs_supervised.png")
     print(f"wrote {args.out / 'sss_vs_supervised.json'} and .png")

@@ -64,6 +64,10 @@ class PcswPrompt:
         continuity: of the accepted window; for a fallback, the best continuity any window reached.
         window: accepted window ``(start, stop)`` slices, stop exclusive; ``None`` for a fallback.
         fallback: ``True`` when no window qualified and the largest 2D component was used.
+        slices: ``((z, box, point), ...)``: the accepted 3D component's tight box and most interior
+            pixel on *each* slice it touches (the key slice included), in slice order; a fallback
+            has its one slice. What a decoder without memory needs to be prompted on every slice
+            of the object rather than only on the key slice.
     """
 
     slice_index: int
@@ -72,6 +76,7 @@ class PcswPrompt:
     continuity: float
     window: tuple[int, int] | None
     fallback: bool
+    slices: tuple[tuple[int, BoxPrompt, tuple[float, float]], ...] = ()
 
     def to_slice_prompts(self) -> SlicePrompts:
         """Box + the positive point, ready for a SAM decoder."""
@@ -219,11 +224,13 @@ def pcsw_class_prompt(mask: np.ndarray, *, tau: float = TAU, min_voxels: int = 1
             start, stop, (cont, _, nodes) = max(qualified, key=lambda q: (q[2][1], -q[0]))
             z = _key_slice(graph, nodes)
             box, point = _prompt_on_slice(graph, nodes, z, (y0, x0))
-            return PcswPrompt(int(z + z0), box, point, cont, (start, stop), False)
+            per_slice = tuple((int(k + z0), *_prompt_on_slice(graph, nodes, int(k), (y0, x0)))
+                              for k in np.unique(graph.slice[nodes]))
+            return PcswPrompt(int(z + z0), box, point, cont, (start, stop), False, per_slice)
     biggest = int(np.argmax(graph.size))  # first maximum: lowest slice, then lowest 2D label
     z = int(graph.slice[biggest])
     box, point = _prompt_on_slice(graph, np.array([biggest]), z, (y0, x0))
-    return PcswPrompt(int(z + z0), box, point, best_seen, None, True)
+    return PcswPrompt(int(z + z0), box, point, best_seen, None, True, ((int(z + z0), box, point),))
 
 
 def pcsw_prompts(coarse_labels: np.ndarray, classes: Iterable[int] | None = None, tau: float = TAU,

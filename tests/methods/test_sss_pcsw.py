@@ -95,3 +95,20 @@ def test_method_counts_teacher_coarse_passes_per_volume_and_refresh(fake_trainer
     assert sizes[0] == weak_pass + volume_pass * 2
     assert sizes[1] == weak_pass and sizes[3] == weak_pass
     assert sizes[2] == weak_pass + volume_pass * 2 and sizes[4] == sizes[2]
+
+
+def test_prompts_carry_each_slice_of_the_accepted_object():
+    labels = object_volume()
+    labels[[2, 4], 20:44, 40:52] = 0  # class 1 is narrower on slices 2 and 4 (columns 24..39)
+    rv = PcswCache(lambda _: labels, num_classes=2).prompts("a", 0)[0]
+    assert (rv.start, rv.stop, rv.key_slice) == (1, 3, 1)
+    assert [z for z, _, _ in rv.slices] == [1, 2]  # the accepted component on both slices of its window
+    (_, box1, point1), (_, box2, point2) = rv.slices
+    assert box1 == rv.box == (24.0, 20.0, 52.0, 44.0) and point1 == rv.point
+    assert box2 == (24.0, 20.0, 40.0, 44.0)  # slice 2's own tight box, not the key slice's
+    assert labels[2, int(point2[1]), int(point2[0])] == 1  # its point lies on the object
+    cache = PcswCache(lambda _: labels, num_classes=2)
+    cache.prompts("a", 0)
+    restored = PcswCache(lambda _: labels, num_classes=2)
+    restored.load_state_dict(cache.state_dict())
+    assert restored.entries == cache.entries and restored.entries["a"][1][0].slices == rv.slices

@@ -184,3 +184,17 @@ def test_crop_prompts_shift_map_filter_and_use_points_on_the_key_slice():
     flip = torch.tensor([[[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
     _, _, fboxes, fpoints, _ = crop_prompts([[prompt]], origins[:1], flip, size)
     assert fboxes.tolist() == [[12.0, 10.0, 21.0, 17.0]] and fpoints[0, 0].tolist() == [17.0, 13.0]
+
+
+def test_crop_prompts_per_slice_use_each_slice_box_and_point():
+    size = 32
+    slices = ((4, (14.0, 12.0, 24.0, 20.0), (18.0, 15.0)), (5, (16.0, 12.0, 22.0, 18.0), (19.0, 14.0)))
+    prompt = VolumePrompt(cls=1, box=(14, 12, 24, 20), point=(18, 15), start=3, stop=7, key_slice=4, slices=slices)
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).repeat(3, 1, 1)
+    origins = torch.tensor([[5, 2, 4], [4, 2, 4], [6, 2, 4]])  # slice 6: in the window, not on the object
+    index, _, boxes, points, point_labels = crop_prompts([[prompt]] * 3, origins, identity, size, per_slice=True)
+    assert index.tolist() == [0, 1]
+    assert boxes[0].tolist() == [12.0, 10.0, 17.0, 15.0]  # slice 5's own box, shifted, inclusive corners
+    assert points[0, 0].tolist() == [15.0, 12.0] and point_labels[:, 0].tolist() == [1, 1]  # a point on every slice
+    key = crop_prompts([[prompt]] * 3, origins, identity, size, per_slice=False)  # the key-slice reading
+    assert key[0].tolist() == [0, 1, 2] and key[2][0].tolist() == [10.0, 10.0, 19.0, 17.0]

@@ -112,6 +112,9 @@ class SSSParams(SupervisedParams):
             slice only.
         pcsw_max_prompts: at most this many PCSW prompts decoded per micro-batch (as ``max_prompts``).
         pcsw_min_inside: share of a mapped prompt box that must lie inside the crop, else dropped.
+        pcsw_per_slice: prompt each slice with its own box and interior point of PCSW's accepted 3D
+            object (default); false: the key slice's box on every slice of the accepted window
+            (loose away from the key slice: see :mod:`.pcsw_cache`).
         weak_augment: overrides of the trainer's ``augment`` section for the weak view (keys of
             :class:`~medsam_kit.engine.augment.AugmentParams`); None: the same warps as the
             labeled batches (e.g. no flips for cardiac anatomy).
@@ -142,6 +145,7 @@ class SSSParams(SupervisedParams):
     pcsw_fallback: bool = False
     pcsw_max_prompts: int = 16
     pcsw_min_inside: float = 0.5
+    pcsw_per_slice: bool = True
     weak_augment: dict | None = None
     strong_jitter: float = 0.8
     strong_brightness: float = 0.4
@@ -385,7 +389,7 @@ class SSSMethod:
         """PCSW decoder prompts of the weak views, on the device, at most ``pcsw_max_prompts``."""
         volume_prompts = [self.pcsw.prompts(str(cid), opt_step) for cid in unlabeled["case_id"]]
         prompts = crop_prompts(volume_prompts, unlabeled["patch_origin"], matrices, image_size,
-                               self.params.pcsw_min_inside)
+                               self.params.pcsw_min_inside, self.params.pcsw_per_slice)
         if prompts is None:
             return None
         if len(prompts[0]) > self.params.pcsw_max_prompts:

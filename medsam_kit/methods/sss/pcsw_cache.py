@@ -12,13 +12,22 @@ are computed when it is first sampled and reused until they are ``refresh`` opti
 run uses the prompts an uninterrupted one would.
 
 Mapping (:func:`crop_prompts`): an unlabeled training sample is an S x S crop of slice ``z`` at
-``(y0, x0)`` of the prepared volume, then warped (weak view). Class ``k`` has a prompt on it when
-``z`` lies in ``k``'s accepted window. Its box is the key box shifted by the crop origin and mapped
-through the weak view's affine (the enclosing box of the four mapped corners), clipped to the image;
-it is dropped when less than ``min_inside`` of the mapped box lies in the image (the object is
-mostly outside the crop, so the pseudo-mask would describe a cut-off object). The positive point
-is only used on the key slice itself (on other slices of the window it may miss the object, e.g.
-the hole of the myocardium ring) and only when it lands inside the image.
+``(y0, x0)`` of the prepared volume, then warped (weak view). With ``per_slice`` (the default of
+the SSS method), class ``k`` has a prompt on it when PCSW's accepted 3D component of ``k`` touches
+slice ``z``: that slice's tight box of the component and its most interior pixel (a positive
+point). Otherwise (``per_slice=False``, the key-slice reading) every slice of the accepted window
+gets the key slice's box, and the point only on the key slice itself (elsewhere it may miss the
+object, e.g. the hole of the myocardium ring). The key slice's box is the widest cross-section:
+on the other slices of a heart (or of any object that tapers) it is loose, and a decoder trained
+on tight GT boxes answers a loose box with a mask it was never taught to produce, which the
+student is then trained to copy; the per-slice boxes are the teacher's own 3D-consistent object,
+slice by slice, i.e. the kind of prompt the decoder learns from labeled slices. (SSS itself feeds
+the key-slice prompt to SAM-2's memory propagation, which our runs do not train.) Boxes are
+shifted by the crop origin and mapped
+through the weak view's affine (the enclosing box of the four mapped corners), clipped to the
+image; a box is dropped when less than ``min_inside`` of it lies in the image (the object is
+mostly outside the crop, so the pseudo-mask would describe a cut-off object); a point only counts
+when it lands inside the image.
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ class VolumePrompt:
         start, stop: slices ``[start, stop)`` the prompt applies to (the accepted window; the key
             slice alone for a fallback prompt).
         key_slice: the slice the box and point were taken from.
+        slices: ``((z, box, point), ...)``: the accepted component's box and interior point on each
+            slice it touches (:attr:`medsam_kit.prompts.pcsw.PcswPrompt.slices`).
     """
 
     cls: int
@@ -55,6 +66,7 @@ class VolumePrompt:
     start: int
     stop: int
     key_slice: int
+    slices: tuple[tuple[int, tuple[float, float, float, float], tuple[float, float]], ...] = ()
 
 
 @torch.no_grad()
@@ -131,26 +143,34 @@ class PcswCache:
             if r is None or (r.fallback and not self.fallback):
                 continue
             start, stop = r.window if r.window is not None else (r.slice_index, r.slice_index + 1)
-            out.append(VolumePrompt(cls, r.box.as_tuple(), tuple(r.point), int(start), int(stop), r.slice_index))
+            slices = tuple((int(z), b.as_tuple(), tuple(float(v) for v in pt)) for z, b, pt in r.slices)
+            out.append(VolumePrompt(cls, r.box.as_tuple(), tuple(r.point), int(start), int(stop), r.slice_index,
+                                    slices))
         return out
 
     def state_dict(self) -> dict:
         """Plain data: ``{case_id: [step, [prompt tuples]]}`` and the compute count."""
-        return {"entries": {cid: [step, [list(astuple(p)) for p in prompts]]
+        return {"entries": {cid: [step, [_plain(astuple(p)) for p in prompts]]
                             for cid, (step, prompts) in self.entries.items()},
                 "computed": self.computed}
 
     def load_state_dict(self, state: dict) -> None:
-        self.entries = {
-            cid: (int(step), [VolumePrompt(int(c), tuple(box), tuple(point), int(a), int(b), int(k))
-                              for c, box, point, a, b, k in prompts])
-            for cid, (step, prompts) in state.get("entries", {}).items()
-        }
+        def prompt(c, box, point, start, stop, key, slices=()):
+            slices = tuple((int(z), tuple(sb), tuple(sp)) for z, sb, sp in slices)
+            return VolumePrompt(int(c), tuple(box), tuple(point), int(start), int(stop), int(key), slices)
+
+        self.entries = {cid: (int(step), [prompt(*p) for p in prompts])
+                        for cid, (step, prompts) in state.get("entries", {}).items()}
         self.computed = int(state.get("computed", 0))
 
 
+def _plain(value):
+    """Tuples -> lists, recursively (the cache state is plain data)."""
+    return [_plain(v) for v in value] if isinstance(value, tuple | list) else value
+
+
 def crop_prompts(prompts: Sequence[Sequence[VolumePrompt]], origins: torch.Tensor, matrices: torch.Tensor,
-                 image_size: int, min_inside: float = 0.5):
+                 image_size: int, min_inside: float = 0.5, per_slice: bool = False):
     """Decoder prompts of a weak-view batch from the volumes' PCSW prompts (module docstring).
 
     Args:
@@ -159,6 +179,8 @@ def crop_prompts(prompts: Sequence[Sequence[VolumePrompt]], origins: torch.Tenso
         matrices: ``(B, 2, 3)`` weak-view warps (:func:`medsam_kit.methods.sss.views.weak_view`).
         image_size: S.
         min_inside: least share of the mapped box that must lie inside the image.
+        per_slice: each slice's own box and point of the accepted component (module docstring);
+            False: the key slice's box on every slice of the window.
 
     Returns:
         ``(index, classes, boxes, points, point_labels)`` CPU tensors: ``(P,)`` sample, ``(P,)`` class
@@ -171,7 +193,12 @@ def crop_prompts(prompts: Sequence[Sequence[VolumePrompt]], origins: torch.Tenso
     for b, volume_prompts in enumerate(prompts):
         z, y0, x0 = (int(v) for v in origins[b])
         for p in volume_prompts:
-            if p.start <= z < p.stop:
+            if per_slice and p.slices:
+                found = [(sb, sp) for k, sb, sp in p.slices if k == z]
+                if found:
+                    (bx0, by0, bx1, by1), (px, py) = found[0]
+                    rows.append((b, p.cls, (bx0 - x0, by0 - y0, bx1 - x0, by1 - y0), (px - x0, py - y0), True))
+            elif p.start <= z < p.stop:
                 box = (p.box[0] - x0, p.box[1] - y0, p.box[2] - x0, p.box[3] - y0)
                 rows.append((b, p.cls, box, (p.point[0] - x0, p.point[1] - y0), z == p.key_slice))
     if not rows:
