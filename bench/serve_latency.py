@@ -13,7 +13,9 @@ random-init model (no downloads), then, in one run on one server:
   the ratio first / median of the next ones.
 * **memory**: the server process's resident memory (``VmRSS``, Linux) after start, then after each of
   ``--volumes`` more uploads, each followed by one prompt (so its embeddings are held too), next to the
-  bytes the server charges to its open volumes (``GET /v1/volumes``).
+  number of volumes the server lists as open (fewer than uploaded once ``--max-memory-mb`` evicts) and
+  the bytes it charges to them (``GET /v1/volumes``). With ``--device cuda`` the embeddings may sit in
+  GPU memory, which RSS does not show; the charged bytes count them either way.
 
 Writes ``serve_latency_<model>.json`` under ``--out`` (with ``OMP_NUM_THREADS`` and the load average at the
 start: on a CPU busy with other work, torch's default OpenMP threads spin against it and every prompt
@@ -150,15 +152,17 @@ def latency(server: Server, folder: Path, shape: tuple[int, int, int], repeats: 
 
 
 def memory(server: Server, folder: Path, shape: tuple[int, int, int], volumes: int) -> list[dict]:
+    """One row per upload: volumes the server lists as open (fewer than uploaded once ``--max-memory-mb``
+    evicts), its RSS and the bytes it charges to them (voxels + embeddings)."""
     box_prompt, _ = _prompts(shape)
-    rows = [{"open_volumes": 0, "rss_mb": round(rss_mb(server.process.pid), 1), "charged_mb": 0.0}]
+    rows = [{"uploaded": 0, "open_volumes": 0, "rss_mb": round(rss_mb(server.process.pid), 1), "charged_mb": 0.0}]
     for n in range(1, volumes + 1):
         path = write_volume(folder / f"memory_{n}.nrrd", Volume(phantom(shape, n), OBLIQUE))
         volume_id = server.upload(path)
         server.segment(volume_id, box_prompt)  # its embeddings count too
-        charged = sum(v["bytes"] for v in server.client.get("/v1/volumes").json()["volumes"])
-        rows.append({"open_volumes": n, "rss_mb": round(rss_mb(server.process.pid), 1),
-                     "charged_mb": round(charged / 2**20, 1)})
+        listed = server.client.get("/v1/volumes").json()["volumes"]
+        rows.append({"uploaded": n, "open_volumes": len(listed), "rss_mb": round(rss_mb(server.process.pid), 1),
+                     "charged_mb": round(sum(v["bytes"] for v in listed) / 2**20, 1)})
     return rows
 
 
@@ -193,11 +197,14 @@ def main() -> None:
         print(f"  {name:<22}{r['wall_s'] * 1000:>10.1f}{r['model_s'] * 1000:>10.1f}{r['encoded_slices']:>9d}")
     print(f"  first / median next = {lat['ratio_first_to_next']:.1f}x   (upload {lat['upload_s'] * 1000:.0f} ms, "
           f"{lat['file_bytes'] / 2**20:.1f} MiB file)")
-    print(f"\n  {'open volumes':>12}{'server RSS MiB':>16}{'charged MiB':>13}")
+    print(f"\n  {'uploaded':>9}{'open volumes':>14}{'server RSS MiB':>16}{'charged MiB':>13}")
     for row in mem:
-        print(f"  {row['open_volumes']:>12d}{row['rss_mb']:>16.1f}{row['charged_mb']:>13.1f}")
-    growth = (mem[-1]["rss_mb"] - mem[0]["rss_mb"]) / max(1, len(mem) - 1)
+        print(f"  {row['uploaded']:>9d}{row['open_volumes']:>14d}{row['rss_mb']:>16.1f}{row['charged_mb']:>13.1f}")
+    growth = (mem[-1]["rss_mb"] - mem[0]["rss_mb"]) / max(1, mem[-1]["open_volumes"])
     print(f"  RSS growth per open volume: {growth:.1f} MiB")
+    if mem[-1]["open_volumes"] < mem[-1]["uploaded"]:
+        print(f"  (the server evicted {mem[-1]['uploaded'] - mem[-1]['open_volumes']} volume(s) to stay under "
+              f"--max-memory-mb {args.max_memory_mb})")
 
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"model": args.model, "image_size": info["model"]["image_size"], "device": args.device,

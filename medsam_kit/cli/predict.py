@@ -198,16 +198,15 @@ def make_segmenter(args: argparse.Namespace):
 def _check_channel_count(count: int, segmenter, what: str) -> None:
     """Raise ``ValueError`` (one line) unless ``count`` channels fit the model (one grey channel always does
     without a plan: it is repeated into the model's channels, SAM's convention)."""
+    if count in segmenter.accepted_channel_counts:
+        return
     plan = segmenter.plan
     if plan is not None:
-        if count != len(plan.channel_names):
-            raise ValueError(f"{what}: {count} channel(s) but the model's plan expects {len(plan.channel_names)} "
-                             f"{list(plan.channel_names)}, in that order")
-        return
+        raise ValueError(f"{what}: {count} channel(s) but the model's plan expects {len(plan.channel_names)} "
+                         f"{list(plan.channel_names)}, in that order")
     wanted = int(segmenter.model.in_channels)
-    if count not in (wanted, 1):
-        raise ValueError(f"{what}: {count} channel(s) but the model takes {wanted}; give {wanted} or load the "
-                         f"model with --in-channels {count}")
+    raise ValueError(f"{what}: {count} channel(s) but the model takes {wanted}; give {wanted} or load the "
+                     f"model with --in-channels {count}")
 
 
 def _channel_order(names: Sequence[str], segmenter, what: str) -> list[int]:

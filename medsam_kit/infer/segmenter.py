@@ -127,6 +127,14 @@ class Segmenter:
     def classes(self) -> list[int]:
         return [v for v in sorted(self.label_names) if v != 0]
 
+    @property
+    def accepted_channel_counts(self) -> list[int]:
+        """Channel counts ``C`` an input ``(C, Z, Y, X)`` may have: the plan's channels, or without a
+        plan the model's ``in_channels`` and 1 (a grey volume is repeated into the model's channels)."""
+        if self.plan is not None:
+            return [len(self.plan.channel_names)]
+        return sorted({int(self.model.in_channels), 1})
+
     def _model_image(self, image: np.ndarray) -> np.ndarray:
         """``(C, Z, Y, X)`` preprocessed → ``(C', Z, Y, X)`` float32 in [0, 1] with the model's channel count."""
         unit = self.intensity_to_unit(image) if self.intensity_to_unit is not None else _min_max(image)

@@ -4,7 +4,7 @@ Endpoints (all JSON unless noted; errors are ``{"detail": "<one line>"}``):
 
 =======================================  =====================================================
 ``GET /v1/health``                       ``{"status": "ok"}``; never needs the token
-``GET /v1/info``                         model, channels, labels with colours, limits
+``GET /v1/info``                         model, channels (names, accepted counts), labels, limits
 ``POST /v1/volumes?filename=NAME``       raw bytes of one .nrrd / .nii / .nii.gz / .mha -> 201
 ``GET /v1/volumes``                      the open volumes
 ``GET /v1/volumes/{id}``                 one volume, with its embedding-cache share
@@ -120,12 +120,9 @@ class _Server:
         self.labels = label_table(self.label_names)
         self.labels_header = json.dumps(self.labels, separators=(",", ":"))
         in_channels = int(model.in_channels)
-        if plan is not None:
-            self.channels = [str(c) for c in plan.channel_names]
-            self.accepted_channels = [len(self.channels)]
-        else:  # no plan: a grey volume is repeated into the model's channels (SAM's convention)
-            self.channels = [f"channel_{c}" for c in range(in_channels)]
-            self.accepted_channels = sorted({in_channels, 1})
+        self.channels = ([str(c) for c in plan.channel_names] if plan is not None
+                         else [f"channel_{c}" for c in range(in_channels)])
+        self.accepted_channels = segmenter.accepted_channel_counts
         name = model_name or getattr(model, "config", {}).get("model_name") or type(model).__name__
         self.model = {"name": str(name), "image_size": int(model.image_size), "in_channels": in_channels,
                       "num_classes": int(model.num_classes)}

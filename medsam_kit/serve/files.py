@@ -113,11 +113,12 @@ def read_upload(path: Path, filename: str, accepted_channels: Sequence[int], max
         max_bytes: bound on the float32 working copy (``C * Z * Y * X * 4``) the model will need.
 
     Returns:
-        :class:`Volume` with ``array`` ``(Z, Y, X)`` or ``(C, Z, Y, X)`` (real numbers, finite) and LPS geometry.
+        :class:`Volume` with ``array`` ``(Z, Y, X)`` or ``(C, Z, Y, X)`` (real numbers, finite in float32) and
+        LPS geometry.
 
     Raises:
         ApiError: 400 unreadable, 413 too large for the memory bound, 415 detached data, 422 wrong
-            channel count / pixel type / non-finite voxels.
+            channel count / pixel type / non-finite voxels / voxels beyond float32.
     """
     suffix = upload_suffix(filename)
     check_self_contained(path, suffix, filename)
@@ -151,6 +152,10 @@ def read_upload(path: Path, filename: str, accepted_channels: Sequence[int], max
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ApiError(422, f"{_short(filename)!r} holds NaN or infinite voxels; replace them (e.g. by the minimum) "
                             f"before sending")
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4 and np.abs(array).max() > np.finfo(np.float32).max:
+        # the model works in float32: these voxels would become infinite there and every result NaN-driven
+        raise ApiError(422, f"{_short(filename)!r} holds voxel values beyond the float32 range (|v| > 3.4e38); "
+                            f"rescale the intensities before sending")
     _check_channels(1 if array.ndim == 3 else array.shape[0], accepted_channels, filename)
     return Volume(array, volume.geometry, {"format": volume.meta.get("format"), "filename": _short(filename)})
 

@@ -250,6 +250,7 @@ class MedSAMKitLogic(ScriptedLoadableModuleLogic):
         volumeId = self._volumeIds.get(volumeInput.key)
         if volumeId is not None:
             return volumeId
+        self._checkChannels(volumeInput)  # before packing and sending what the server would refuse
         if progress is not None:
             progress(None, f"Packing {volumeInput.name} for upload...")
         data = volumeInput.fileBytes()
@@ -269,6 +270,15 @@ class MedSAMKitLogic(ScriptedLoadableModuleLogic):
         self._checkGrid(volumeInput, uploaded.shape_zyx, geometry_to_matrix(uploaded.geometry), "read the upload")
         self._volumeIds[volumeInput.key] = uploaded.id
         return uploaded.id
+
+    def _checkChannels(self, volumeInput):
+        """Refuse (one line) a volume whose channel count the server's model does not take (``/v1/info``)."""
+        accepted = self.info.accepted_channels
+        if accepted and volumeInput.channels not in accepted:
+            wanted = " or ".join(str(count) for count in accepted)
+            raise MedSAMKitError(f"{volumeInput.name!r} has {volumeInput.channels} channel(s) but the model takes "
+                                 f"{wanted} — the model's channels are {', '.join(self.info.channels)}: select one "
+                                 f"volume per channel (or a vector volume with that many components)", kind="usage")
 
     @staticmethod
     def _checkGrid(volumeInput, shapeZyx, ijkToRas, what):
@@ -468,13 +478,15 @@ class MedSAMKitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                            else place.ForcePlaceSingleMarkup)
 
     def _rebuildChannelSelectors(self, info):
-        """One volume selector per further model channel (multi-channel models, e.g. 4 MRI sequences)."""
+        """One volume selector per further model channel, for models that need several (e.g. 4 MRI sequences);
+        none for a model that also takes one grey volume (SAM's RGB input, repeated from the grey channel)."""
         layout = self.ui.extraChannelsWidget.layout()
         for selector in self._channelSelectors:
             layout.removeRow(selector)
         self._channelSelectors = []
-        self.ui.inputVolumeLabel.text = f"Input volume ({info.channels[0]}):" if info.channels else "Input volume:"
-        for name in info.channels[1:]:
+        multiChannel = len(info.channels) > 1 and 1 not in info.accepted_channels
+        self.ui.inputVolumeLabel.text = f"Input volume ({info.channels[0]}):" if multiChannel else "Input volume:"
+        for name in info.channels[1:] if multiChannel else []:
             selector = slicer.qMRMLNodeComboBox()
             selector.nodeTypes = ["vtkMRMLScalarVolumeNode"]
             selector.noneEnabled = True
@@ -542,7 +554,11 @@ class MedSAMKitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         message = None
         try:
             onDone(call.result())
-        except (MedSAMKitError, ValueError, RuntimeError) as err:
+        except MedSAMKitError as err:
+            message = str(err)
+            if err.server_down:  # say so where the connection is shown, not only in the dialog
+                self.ui.connectionStatusLabel.text = "Server not reachable: start it, then press Connect"
+        except (ValueError, RuntimeError) as err:
             message = str(err)
         except Exception as err:  # noqa: BLE001 - a bug must not leave the panel stuck; show and log it
             logging.exception("MedSAMKit request failed")

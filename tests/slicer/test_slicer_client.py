@@ -16,7 +16,15 @@ import time
 import numpy as np
 import pytest
 from conftest import oblique_ijk_to_ras
-from MedSAMKitLib import MedSAMKitClient, MedSAMKitError, RoiBox, grid_difference, prompt_document, write_nrrd
+from MedSAMKitLib import (
+    MedSAMKitClient,
+    MedSAMKitError,
+    RoiBox,
+    ServerInfo,
+    grid_difference,
+    prompt_document,
+    write_nrrd,
+)
 from MedSAMKitLib.geometry import geometry_to_matrix, ijk_to_ras
 
 from medsam_kit.io import Geometry, read_volume
@@ -99,6 +107,7 @@ def test_health_info_and_token(server_url, client):
     assert caught.value.status == 401 and not caught.value.server_down
     info = client.info()
     assert info.api_version == 1 and info.model_name == "tiny-test" and info.in_channels == 1
+    assert info.channels == ("channel_0",) and info.accepted_channels == (1,)
     assert [(lb.value, lb.name) for lb in info.labels] == [(1, "LV"), (2, "MYO")]
     assert info.labels[0].color == (31, 119, 180)  # the server's fixed palette (tab10)
     assert info.max_upload_bytes == 8 * 2**20 and "seg.nrrd" in info.formats
@@ -119,7 +128,16 @@ def test_server_down_timeout_and_foreign_server_are_told_apart():
         silent.listen(4)
         with pytest.raises(MedSAMKitError, match=r"no answer from .* within 0\.3 s while checking") as caught:
             MedSAMKitClient(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.3).health()
-    assert caught.value.kind == "timeout" and not caught.value.server_down
+        assert caught.value.kind == "timeout" and not caught.value.server_down
+        assert "check that the server is not stuck" in str(caught.value)  # raising Timeout would not help here
+        # a segmentation waits segment_timeout (the panel's Timeout), and the message says how to raise it
+        with pytest.raises(MedSAMKitError, match=r"within 0\.4 s while auto-segmenting.*raise the timeout "
+                                                 r"\(MedSAM Kit panel: Server > Timeout") as caught:
+            MedSAMKitClient(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=30, segment_timeout=0.4).auto("a")
+        assert caught.value.kind == "timeout"
+        with pytest.raises(MedSAMKitError, match=r"within 0\.4 s while uploading the volume.*raise the timeout"):
+            MedSAMKitClient(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=30,
+                            segment_timeout=0.4).upload(b"NRRD0004", "a.nrrd")  # the server reads before answering
 
     class Html(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's handler name
@@ -286,7 +304,18 @@ def test_logic_flow_against_the_server(server_url, medsamkit, scene):
 
     two = slicer_stubs.addVolumeFromArray(np.stack([blob_volume()] * 2, axis=-1), MATRIX, "two channels",
                                           "vtkMRMLVectorVolumeNode")
-    with pytest.raises(MedSAMKitError, match=r"HTTP 422.*2 channel.*the model's channels are channel_0"):
+    open_before = [v["id"] for v in logic.client.volumes()]
+    with pytest.raises(MedSAMKitError, match=r"'two channels' has 2 channel\(s\) but the model takes 1 — the "
+                                             r"model's channels are channel_0: select one volume per channel"):
+        logic.requestSegmentation(logic.volumeInput(two))  # refused from /v1/info, before any upload
+    assert [v["id"] for v in logic.client.volumes()] == open_before
+    logic.info = ServerInfo(**{**info.__dict__, "accepted_channels": (1, 2)})  # stale info: the server decides
+    with pytest.raises(MedSAMKitError, match=r"HTTP 422.*2 channel.*the model's channels are channel_0") as caught:
         logic.requestSegmentation(logic.volumeInput(two))
+    assert caught.value.status == 422
+    logic.info = info
+
+    volume_id = logic.ensureUploaded(volume_input)
     logic.forgetVolume(volume_input)
-    assert logic.ensureUploaded.__self__ is logic  # forgetVolume left the Logic usable
+    assert volume_id not in [v["id"] for v in logic.client.volumes()]  # deleted on the server...
+    assert logic.ensureUploaded(volume_input) != volume_id  # ...and forgotten here: the next use uploads again

@@ -232,6 +232,21 @@ def test_logic_refuses_answers_on_another_grid_and_oversized_uploads(scene, meds
         logic.ensureUploaded(other)
 
 
+def test_logic_refuses_the_wrong_channel_count_before_uploading(scene, medsamkit, oblique):
+    logic = medsamkit.MedSAMKitLogic()
+    brats = ServerInfo(**{**INFO.__dict__, "in_channels": 4, "channels": ("t1n", "t1c", "t2w", "t2f"),
+                          "accepted_channels": (4,)})
+    logic.client, logic.info = FakeClient(oblique), brats
+    scalar = logic.volumeInput(add_volume(scene, oblique, name="T1"))
+    with pytest.raises(MedSAMKitError, match=r"'T1' has 1 channel\(s\) but the model takes 4 — the model's channels "
+                                             r"are t1n, t1c, t2w, t2f: select one volume per channel") as caught:
+        logic.requestSegmentation(scalar)
+    assert caught.value.kind == "usage" and logic.client.uploads == []  # nothing packed or sent
+    stacked = logic.volumeInput(add_volume(scene, oblique, name="T1"),
+                                [add_volume(scene, oblique, name=f"c{n}") for n in range(3)])
+    assert logic.ensureUploaded(stacked) == "id1" and logic.client.uploads == ["T1.nrrd"]
+
+
 # ------------------------------------------------------------------------------------ extension files
 def test_ui_file_declares_every_widget_the_module_uses():
     source = (MODULE_DIR / "MedSAMKit.py").read_text()

@@ -68,7 +68,12 @@ class LabelInfo:
 
 @dataclass(frozen=True)
 class ServerInfo:
-    """``GET /v1/info``: what the server's model takes and produces."""
+    """``GET /v1/info``: what the server's model takes and produces.
+
+    ``channels`` names the model's input channels in upload order; ``accepted_channels`` lists the
+    channel counts an upload may have: the plan's count for a trained run, or ``1`` and the model's
+    ``in_channels`` for a model without a plan (a grey volume is repeated into its channels).
+    """
 
     api_version: int
     version: str
@@ -97,11 +102,6 @@ class ServerInfo:
             labels=tuple(LabelInfo.from_json(label) for label in data.get("labels", [])),
             max_upload_bytes=int(data.get("max_upload_bytes", 0)), formats=tuple(data.get("formats", OUTPUTS)),
             coordinates=tuple(data.get("coordinates", ("voxel", "world"))), raw=dict(data))
-
-    @property
-    def expected_channels(self) -> int:
-        """How many channels the model was trained on (one volume per channel name)."""
-        return len(self.channels) or self.in_channels
 
     def label(self, name: str) -> LabelInfo:
         for label in self.labels:
@@ -200,8 +200,9 @@ class MedSAMKitClient:
     Args:
         url: where the server listens (``http://127.0.0.1:8000``; through an SSH tunnel, the local end).
         token: the server's ``--token`` (sent as ``Authorization: Bearer``); None when it has none.
-        timeout: seconds to wait for quick requests (health, info, upload steps, delete).
-        segment_timeout: seconds to wait for a segmentation (the first one on a volume encodes its slices).
+        timeout: seconds to wait for quick requests (health, info, listings, delete).
+        segment_timeout: seconds to wait for an upload or a segmentation (the first one on a volume encodes
+            its slices): the panel's *Timeout*.
     """
 
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, *, timeout: float = 30.0,
@@ -254,8 +255,11 @@ class MedSAMKitClient:
                              f"Uploading {format_size(done)} / {format_size(total)}")
 
         query = urllib.parse.urlencode({"filename": os.path.basename(filename)})
+        # The answer comes after the server has read (decompressed, checked) the whole file: wait as for a
+        # segmentation, not as for a quick request.
         answer = self._request("POST", f"/v1/volumes?{query}", body=chunks(), length=total,
-                               content_type="application/octet-stream", action="uploading the volume")
+                               content_type="application/octet-stream", timeout=self.segment_timeout,
+                               action="uploading the volume")
         try:
             return UploadedVolume.from_json(answer)
         except (KeyError, TypeError, ValueError) as err:
@@ -346,9 +350,9 @@ class MedSAMKitClient:
         except urllib.error.HTTPError as err:
             raise self._http_error(err, action) from None
         except urllib.error.URLError as err:
-            raise self._transport_error(err.reason, action, wait) from None
+            raise self._transport_error(err.reason, action, wait, timeout is not None) from None
         except OSError as err:  # read timeouts and resets come unwrapped
-            raise self._transport_error(err, action, wait) from None
+            raise self._transport_error(err, action, wait, timeout is not None) from None
         try:
             return json.loads(content.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
@@ -390,11 +394,17 @@ class MedSAMKitClient:
             message = f"server failed while {action} (HTTP {err.code}): {detail} — see the server's log"
         return MedSAMKitError(message, kind="http", status=err.code, detail=str(detail))
 
-    def _transport_error(self, reason, action: str, wait: float) -> MedSAMKitError:
+    def _transport_error(self, reason, action: str, wait: float, slow: bool) -> MedSAMKitError:
+        """``slow``: the request waited ``segment_timeout`` (upload, segmentation), which the user can raise."""
         if isinstance(reason, (TimeoutError, socket.timeout)):  # distinct classes before Python 3.10
-            return MedSAMKitError(f"no answer from {self.url} within {wait:g} s while {action}; the server may be busy "
-                                  f"or the volume large: retry, or raise the timeout (MedSAM Kit panel: Server > "
-                                  f"Timeout, then Connect)", kind="timeout")
+            if slow:
+                hint = ("the server may be busy or the volume large: retry, or raise the timeout (MedSAM Kit panel: "
+                        "Server > Timeout, then Connect)")
+            else:  # health and info answer at once even while the model works: something between is wrong
+                hint = ("a quick request went unanswered: check that the server is not stuck (its terminal / log), "
+                        "the URL and port, and the SSH tunnel or firewall")
+            return MedSAMKitError(f"no answer from {self.url} within {wait:g} s while {action}; {hint}",
+                                  kind="timeout")
         if isinstance(reason, ssl.SSLError):
             return MedSAMKitError(f"TLS error talking to {self.url} ({reason}); use http:// for a plain "
                                   f"`medsam-kit serve` or an SSH tunnel", kind="unreachable")
