@@ -211,3 +211,12 @@ def test_quantile_thresholds_keep_a_share_of_every_class(fake_trainer):
     assert 0.3 < logs["conf_ratio"] < 0.7 and {"threshold_0", "threshold_1", "threshold_2"} <= set(logs)
     with pytest.raises(ValueError, match="threshold_keep"):
         SSSParams(threshold_mode="quantile", threshold_keep=0.0)
+
+
+def test_no_decoder_term_skips_pcsw_prompts(fake_trainer):
+    trainer = fake_trainer()
+    method = _method(trainer, unsup_decoder_weight=0.0, dfe=False)
+    with torch.no_grad():
+        _, logs = method.loss(trainer.model, _batch(), step=0)
+    assert logs["pcsw_prompts"] == 0.0 and logs["unsup_decoder_loss"] == 0.0 and method.pcsw.computed == 0
+    assert logs["unsup_loss"] == pytest.approx(logs["unsup_coarse_loss"], rel=1e-6)

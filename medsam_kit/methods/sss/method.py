@@ -88,7 +88,8 @@ class SSSParams(SupervisedParams):
             shorter or longer run keeps the proportion).
         rampup_steps: after ``unlabeled_start`` the unlabeled weight grows linearly over N optimizer
             steps (0: full weight at once; the confidence threshold already keeps unsure pixels out).
-        unsup_coarse_weight, unsup_decoder_weight: weights of the coarse-head and decoder terms.
+        unsup_coarse_weight, unsup_decoder_weight: weights of the coarse-head and decoder terms
+            (``unsup_decoder_weight: 0`` skips the PCSW prompts and decoder pseudo-masks altogether).
         threshold: confidence a teacher pixel needs to supervise (UniMatch / SSS: 0.95); with
             ``threshold_mode: adaptive`` the ceiling of the per-class thresholds.
         threshold_mode: ``fixed`` (the one threshold for every class, as UniMatch), ``quantile``
@@ -337,7 +338,9 @@ class SSSMethod:
                 class_thr = class_quantile_thresholds(confidence, labels, int(model.num_classes) + 1,
                                                       p.threshold_keep, p.threshold_floor, p.threshold)
                 confident = confidence >= class_thr[labels]
-            prompts = self._prompts(unlabeled, matrices, model.image_size, opt_step, gen(PROMPTS))
+            # no decoder term: no PCSW prompts, no teacher / student decoding of them
+            prompts = (self._prompts(unlabeled, matrices, model.image_size, opt_step, gen(PROMPTS))
+                       if p.unsup_decoder_weight else None)
             if prompts is not None:
                 index, _, boxes, points, point_labels = prompts
                 t_out = teacher.decode(t_features.select(index), boxes=boxes, points=points,
