@@ -67,15 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", type=Path, help="training run folder (model, plan, label names from it)")
-    source.add_argument("--model", help="registry model name (see medsam_kit.models.list_models); random "
-                                        "weights unless --checkpoint is given")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="checkpoint for --model (official SAM / SAM-2 / MedSAM file or a medsam_kit one)")
-    parser.add_argument("--in-channels", type=int, default=None,
-                        help="input channels of the --model (default 3, SAM's RGB; e.g. 4 for BraTS); a "
-                             "medsam_kit checkpoint must store the same number")
+    add_model_arguments(parser)
     parser.add_argument("--input", required=True, type=Path, nargs="+", action="extend",
                         help="volume file, folder of volume files, or dataset root (with --dataset); several "
                              "files (or --input repeated) are the channels of one volume, in the model's order")
@@ -90,23 +82,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
     parser.add_argument("--overlay", action="store_true", help="also write a PNG montage of labelled slices")
     parser.add_argument("--probabilities", action="store_true", help="also write per-class probability maps")
-    parser.add_argument("--batch-size", type=int, default=8, help="slices per encoder call (default 8)")
-    parser.add_argument("--mode", choices=("longest", "native"), default=None,
-                        help="how slices meet the model input: 'longest' resizes whole slices (SAM style, default "
-                             "for official weights), 'native' uses windows at the training resolution (default "
-                             "for --run and medsam_kit checkpoints)")
-    parser.add_argument("--propagation", choices=("auto", "box", "memory"), default="auto",
-                        help="how an object is followed from its prompted slice(s): 'box' (any model) decodes the "
-                             "next slice from the previous mask's box; 'memory' uses SAM-2 memory attention "
-                             "(SAM-2 models with trained memory: official SAM-2.1, MedSAM2); 'auto' (default) = "
-                             "memory for official SAM-2 checkpoints, box otherwise (medsam_kit runs do not train "
-                             "the memory modules)")
-    parser.add_argument("--guide", choices=("auto", "coarse", "none"), default="auto",
-                        help="box propagation guided by the model's coarse head (the next box from its region "
-                             "of the label; the object ends where it sees none): 'auto' (default) = on for "
-                             "--run and medsam_kit checkpoints, whose coarse head is trained, off otherwise")
-    parser.add_argument("--cache-mb", type=int, default=1024,
-                        help="bound of the slice-embedding cache in MiB (default 1024)")
     parser.set_defaults(func=run)
 
 
@@ -153,6 +128,38 @@ def _prompt_file(name: str, prompts: Path | None, single: bool) -> Path | None:
         raise ValueError(f"--prompts {prompts} is one file but --input holds several volumes; give a folder "
                          f"of <case>.json prompt files instead")
     return prompts
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options :func:`make_segmenter` reads: the model source (--run | --model [--checkpoint]
+    [--in-channels]) and how it segments (--batch-size, --mode, --propagation, --guide, --cache-mb).
+    Shared by ``predict`` and ``serve``."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="training run folder (model, plan, label names from it)")
+    source.add_argument("--model", help="registry model name (see medsam_kit.models.list_models); random "
+                                        "weights unless --checkpoint is given")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="checkpoint for --model (official SAM / SAM-2 / MedSAM file or a medsam_kit one)")
+    parser.add_argument("--in-channels", type=int, default=None,
+                        help="input channels of the --model (default 3, SAM's RGB; e.g. 4 for BraTS); a "
+                             "medsam_kit checkpoint must store the same number")
+    parser.add_argument("--batch-size", type=int, default=8, help="slices per encoder call (default 8)")
+    parser.add_argument("--mode", choices=("longest", "native"), default=None,
+                        help="how slices meet the model input: 'longest' resizes whole slices (SAM style, default "
+                             "for official weights), 'native' uses windows at the training resolution (default "
+                             "for --run and medsam_kit checkpoints)")
+    parser.add_argument("--propagation", choices=("auto", "box", "memory"), default="auto",
+                        help="how an object is followed from its prompted slice(s): 'box' (any model) decodes the "
+                             "next slice from the previous mask's box; 'memory' uses SAM-2 memory attention "
+                             "(SAM-2 models with trained memory: official SAM-2.1, MedSAM2); 'auto' (default) = "
+                             "memory for official SAM-2 checkpoints, box otherwise (medsam_kit runs do not train "
+                             "the memory modules)")
+    parser.add_argument("--guide", choices=("auto", "coarse", "none"), default="auto",
+                        help="box propagation guided by the model's coarse head (the next box from its region "
+                             "of the label; the object ends where it sees none): 'auto' (default) = on for "
+                             "--run and medsam_kit checkpoints, whose coarse head is trained, off otherwise")
+    parser.add_argument("--cache-mb", type=int, default=1024,
+                        help="bound of the slice-embedding cache in MiB (default 1024)")
 
 
 def make_segmenter(args: argparse.Namespace):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
+
+from medsam_kit.cli.predict import add_model_arguments
 
 TOKEN_ENV = "MEDSAM_KIT_TOKEN"
 
@@ -43,13 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", type=Path, help="training run folder (model, plan, label names from it)")
-    source.add_argument("--model", help="registry model name (see medsam_kit.models.list_models); random weights "
-                                        "unless --checkpoint is given")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint for --model (official SAM / SAM-2 "
-                                                                      "/ MedSAM file or a medsam_kit one)")
-    parser.add_argument("--in-channels", type=int, default=None, help="input channels of the --model (default 3)")
+    add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine "
                                                             "only; any other needs --token)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -61,15 +56,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-memory-mb", type=int, default=4096,
                         help="bound on open volumes + their embeddings in MiB; least recently used volumes are "
                              "evicted past it (default 4096)")
-    parser.add_argument("--cache-mb", type=int, default=1024, help="bound of the slice-embedding cache in MiB "
-                                                                   "(default 1024)")
-    parser.add_argument("--batch-size", type=int, default=8, help="slices per encoder call (default 8)")
-    parser.add_argument("--mode", choices=("longest", "native"), default=None,
-                        help="how slices meet the model input (as for predict; default from the model)")
-    parser.add_argument("--propagation", choices=("auto", "box", "memory"), default="auto",
-                        help="how objects are followed through the volume (as for predict)")
-    parser.add_argument("--guide", choices=("auto", "coarse", "none"), default="auto",
-                        help="coarse-head guidance of box propagation (as for predict)")
     parser.set_defaults(func=run)
 
 

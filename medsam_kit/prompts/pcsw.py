@@ -223,9 +223,9 @@ def pcsw_class_prompt(mask: np.ndarray, *, tau: float = TAU, min_voxels: int = 1
         if qualified:
             start, stop, (cont, _, nodes) = max(qualified, key=lambda q: (q[2][1], -q[0]))
             z = _key_slice(graph, nodes)
-            box, point = _prompt_on_slice(graph, nodes, z, (y0, x0))
             per_slice = tuple((int(k + z0), *_prompt_on_slice(graph, nodes, int(k), (y0, x0)))
                               for k in np.unique(graph.slice[nodes]))
+            _, box, point = next(entry for entry in per_slice if entry[0] == z + z0)
             return PcswPrompt(int(z + z0), box, point, cont, (start, stop), False, per_slice)
     biggest = int(np.argmax(graph.size))  # first maximum: lowest slice, then lowest 2D label
     z = int(graph.slice[biggest])

@@ -231,8 +231,7 @@ class SSSMethod:
         self.pcsw: PcswCache | None = None
         self.class_thresholds: ClassThresholds | None = None
         self.grad_accumulation = 1
-        start = self.params.unlabeled_start  # a share of train.steps is resolved in setup()
-        self.unlabeled_start = int(start) if isinstance(start, int) else 0
+        self.unlabeled_start = 0  # optimizer steps; resolved from params (a share of train.steps) in setup()
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer) -> None:
