@@ -14,6 +14,11 @@ test volumes); the table gives the mean and standard deviation over seeds (seed 
 initialisation, sampling and augmentation; the data stay the same). ``--set KEY=VALUE`` changes a
 key of the SSS method section for both SSS settings (e.g. ``--set threshold_mode=quantile``).
 
+Each run also records how good its final pseudo-labels are: the SSS teacher's (the supervised
+model's) coarse labels of the unlabeled training patients against their hidden phantom labels, per
+confidence threshold, the share of pixels kept and the share of those that are right
+(``pseudo_label_calibration``); this is what the ``threshold`` should be read from.
+
 Writes ``sss_vs_supervised.json`` (every run + the summary), ``sss_vs_supervised.jsonl`` (one line
 per finished run, survives an interruption) and ``sss_vs_supervised.png`` (bar chart with the
 seeds' spread) and prints the table. ``--jobs N`` trains N settings at once (one process each;
@@ -39,6 +44,7 @@ import yaml
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "acdc_sss_3cases.yaml"
 METHODS = ("supervised", "sss_no_dfe", "sss")
 NAMES = {"RV": (1,), "MYO": (2,), "LV": (3,)}
+CALIBRATION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 def method_section(method: str, sss: dict) -> dict:
@@ -49,6 +55,29 @@ def method_section(method: str, sss: dict) -> dict:
         keys = {f.name for f in dataclasses.fields(SupervisedParams)}
         return {"name": "supervised", **{k: v for k, v in sss.items() if k in keys}}
     return {**sss, "name": "sss", "dfe": method == "sss"}
+
+
+def pseudo_label_calibration(trainer) -> dict:
+    """Coverage / precision of the final coarse pseudo-labels on the unlabeled pool, per threshold.
+
+    The SSS teacher's (the supervised model's for ``supervised``), scored against the phantoms' hidden
+    labels of the unlabeled training patients (:class:`medsam_kit.methods.sss.PseudoLabelCalibration`).
+    """
+    from medsam_kit.engine.intensity import to_unit
+    from medsam_kit.methods.sss import PseudoLabelCalibration, coarse_logit_chunks
+
+    teacher = getattr(trainer.method, "teacher", None)
+    model = (teacher.model if teacher is not None else trainer.model).eval()
+    counts = PseudoLabelCalibration(int(model.num_classes) + 1)
+    for case in trainer.unlabeled_cases:
+        truth = trainer.label_lut[torch.as_tensor(case.label).long()]
+        image = torch.as_tensor(to_unit(case.image, trainer.intensity))
+        z = 0
+        for logits in coarse_logit_chunks(model, image, int(trainer.config.train.val_batch_size),
+                                          float(trainer.augment.pad_value)):
+            counts.add(logits, truth[z:z + len(logits)])
+            z += len(logits)
+    return counts.summary(CALIBRATION_THRESHOLDS)
 
 
 def run_setting(raw: str, work: str, method: str, budget: int, n_train: int, steps: int, device: str,
@@ -70,8 +99,10 @@ def run_setting(raw: str, work: str, method: str, budget: int, n_train: int, ste
     config = config_from_dict(base, f"{method}@{budget}/seed{seed}")
     run_dir = Path(work) / f"{method}_{budget}_seed{seed}"
     tic = time.perf_counter()
-    result = Trainer(config, run_dir).fit()
+    trainer = Trainer(config, run_dir)
+    result = trainer.fit()
     seconds = time.perf_counter() - tic
+    calibration = pseudo_label_calibration(trainer)
     split = json.loads((run_dir / "split.json").read_text())
     records = {r.case_id: r for r in get_adapter("acdc").discover(raw)}
     segmenter = Segmenter.from_run(run_dir, device=device)
@@ -86,7 +117,7 @@ def run_setting(raw: str, work: str, method: str, budget: int, n_train: int, ste
             "unlabeled_volumes": len(split.get("train_unlabeled", [])), "train_seconds": round(seconds, 1),
             "best_val_dice": result.best_val_dice,
             "test_dice_per_class": dict(zip(NAMES, np.mean(scores, 0).tolist(), strict=True)),
-            "test_mean_dice": float(np.mean(scores))}
+            "test_mean_dice": float(np.mean(scores)), "pseudo_label_calibration": calibration}
 
 
 def main() -> None:
@@ -136,7 +167,9 @@ def main() -> None:
             with partial.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(f"{row['method']:>12s} @ {row['budget']} labeled, seed {row['seed']}: test mean Dice "
-                  f"{row['test_mean_dice']:.3f} ({row['train_seconds']:.0f} s)", flush=True)
+                  f"{row['test_mean_dice']:.3f} ({row['train_seconds']:.0f} s); pseudo-labels kept / right: "
+                  + ", ".join(f"{t} {c['coverage']:.0%} / {c['precision'] or 0:.1%}"
+                              for t, c in row["pseudo_label_calibration"].items() if t in ("0.8", "0.95")), flush=True)
     rows.sort(key=lambda r: (r["budget"], METHODS.index(r["method"]), r["seed"]))
     summary = summarize(rows)
     print(f"test mean Dice, mean +- std over {args.seeds} seed(s)")
@@ -163,8 +196,12 @@ def summarize(rows: list[dict]) -> dict[int, dict[str, dict]]:
             if runs:
                 values = np.array([r["test_mean_dice"] for r in runs])
                 per_class = {k: float(np.mean([r["test_dice_per_class"][k] for r in runs])) for k in NAMES}
+                pseudo = {t: {key: float(np.mean([r["pseudo_label_calibration"][t][key] or 0.0 for r in runs]))
+                              for key in ("coverage", "precision")}
+                          for t in runs[0].get("pseudo_label_calibration", {})}
                 summary.setdefault(budget, {})[method] = {"mean": float(values.mean()), "std": float(values.std()),
-                                                          "runs": len(runs), "per_class": per_class}
+                                                          "runs": len(runs), "per_class": per_class,
+                                                          "pseudo_labels": pseudo}
     return summary
 
 

@@ -94,6 +94,9 @@ class TrainProgress:
 
     def on_validation(self, step: int, record: dict) -> None:
         self.postfix["val_dice"] = f"{record['val_dice']:.3f}"
+        if record.get("val_pseudo_coverage") is not None:  # SSS: validation pixels above the threshold / right
+            self.postfix["sure/right"] = (f"{record['val_pseudo_coverage']:.0%}/"
+                                          f"{record['val_pseudo_precision'] or 0:.0%}")
         if self.bar is not None:
             self.bar.set_postfix(self.postfix)
 

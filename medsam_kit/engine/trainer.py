@@ -59,12 +59,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from torch.utils.data import DataLoader
 
 from medsam_kit.data.cache import load_prepared, prepare
 from medsam_kit.data.samplers import SliceSampler
 from medsam_kit.engine.augment import SpatialAugment
+from medsam_kit.engine.coarse import PseudoLabelCalibration, coarse_logit_chunks
 from medsam_kit.engine.config import ExperimentConfig, save_config
 from medsam_kit.engine.distributed import (
     DistInfo,
@@ -528,22 +528,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
-    def predict_case(self, image: np.ndarray) -> np.ndarray:
-        """Coarse-head labels ``(Z, Y, X)`` (label values) for a preprocessed image ``(C, Z, Y, X)``."""
-        model = self.model
-        size = model.image_size
-        x = torch.from_numpy(np.ascontiguousarray(to_unit(np.asarray(image), self.intensity))).permute(1, 0, 2, 3)
+    def predict_case(self, image: np.ndarray, calibration: PseudoLabelCalibration | None = None,
+                     label: np.ndarray | None = None) -> np.ndarray:
+        """Coarse-head labels ``(Z, Y, X)`` (label values) for a preprocessed image ``(C, Z, Y, X)``;
+        with ``calibration`` and the case's ``label``, its logits are also counted there."""
+        x = torch.from_numpy(np.ascontiguousarray(to_unit(np.asarray(image), self.intensity)))
         values = torch.tensor([0, *self.class_values])
-        out = []
-        batch = self.config.train.val_batch_size
-        for z0 in range(0, x.shape[0], batch):
-            chunk = x[z0 : z0 + batch].to(self.device)
-            with self._autocast():
-                logits = sliding_window_inference(
-                    chunk, (size, size), batch, lambda t: model.coarse_logits(model.encode(t)),
-                    overlap=0.25, cval=unit_pad_value(self.intensity),
-                )
-            out.append(values[logits.float().argmax(1).cpu()])
+        out, z = [], 0
+        for logits in coarse_logit_chunks(self.model, x, self.config.train.val_batch_size,
+                                          unit_pad_value(self.intensity), self._autocast):
+            if calibration is not None:
+                truth = torch.from_numpy(np.array(label[z:z + len(logits)], dtype=np.int64))
+                calibration.add(logits, self.label_lut[truth])
+            z += len(logits)
+            out.append(values[logits.argmax(1).cpu()])
         return torch.cat(out).numpy()
 
     def validate(self) -> dict[str, Any]:
@@ -552,13 +550,19 @@ class Trainer:
         Returns:
             ``{"val_dice": mean over classes, "val_dice_per_class": {name: mean over cases}}``; a case
             where a class is absent from both prediction and label does not count for that class.
+            For a method with a confidence threshold (``method.pseudo_label_threshold``, SSS) also
+            ``val_pseudo_coverage`` / ``val_pseudo_precision``: the share of validation pixels the
+            model is that sure of, and the share of those it labels right (:class:`PseudoLabelCalibration`;
+            a threshold that keeps few pixels, or wrong ones, is the wrong threshold for this model).
         """
         was_training = self.model.training
         self.model.eval()
+        threshold = getattr(self.method, "pseudo_label_threshold", None)
+        calibration = PseudoLabelCalibration(len(self.class_values) + 1) if threshold is not None else None
         scores: dict[int, list[float]] = {v: [] for v in self.class_values}
         for case in self.val_cases:
-            pred = self.predict_case(case.image)
             label = np.asarray(case.label)
+            pred = self.predict_case(case.image, calibration, label)
             for value in self.class_values:
                 if (pred == value).any() or (label == value).any():
                     scores[value].append(dice_iou(pred == value, label == value)[0])
@@ -566,4 +570,8 @@ class Trainer:
         names = self.plan.label_names
         per_class = {names[v]: float(np.mean(s)) if s else float("nan") for v, s in scores.items()}
         finite = [d for d in per_class.values() if not math.isnan(d)]
-        return {"val_dice": float(np.mean(finite)) if finite else 0.0, "val_dice_per_class": per_class}
+        record = {"val_dice": float(np.mean(finite)) if finite else 0.0, "val_dice_per_class": per_class}
+        if calibration is not None:
+            kept = calibration.summary([threshold])[f"{float(threshold):g}"]
+            record.update({"val_pseudo_coverage": kept["coverage"], "val_pseudo_precision": kept["precision"]})
+        return record

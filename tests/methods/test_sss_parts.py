@@ -11,6 +11,7 @@ from medsam_kit.methods.sss import (
     EMATeacher,
     MaskedCoarseLoss,
     MaskedMaskLoss,
+    PseudoLabelCalibration,
     coarse_pseudo_labels,
     decoder_pseudo_masks,
     ema_momentum,
@@ -69,6 +70,29 @@ def test_coarse_pseudo_labels_and_confidence_mask():
     torch.testing.assert_close(confidence, probs)
     assert mask.tolist() == [[[True, False, False]]]
     assert coarse_pseudo_labels(logits, threshold=0.3)[2].all()
+
+
+def test_pseudo_label_calibration_counts_coverage_and_precision_per_threshold():
+    # 4 pixels, background / foreground: (p background, true class)
+    cases = [(0.99, 0), (0.85, 1), (0.03, 1), (0.4, 1)]  # right & sure, wrong, right & sure, right & unsure
+    p = torch.tensor([c[0] for c in cases]).view(1, 1, 2, 2)
+    logits = torch.log(torch.cat([p, 1 - p], dim=1))
+    truth = torch.tensor([c[1] for c in cases]).view(1, 2, 2)
+    calibration = PseudoLabelCalibration(2)
+    calibration.add(logits[:, :, :1], truth[:, :1])  # two calls accumulate (chunks of a volume)
+    calibration.add(logits[:, :, 1:], truth[:, 1:])
+    summary = calibration.summary([0.5, 0.8, 0.95])
+    assert summary["0.95"]["coverage"] == 0.5 and summary["0.95"]["precision"] == 1.0
+    assert summary["0.95"]["classes"][1] == {"coverage": pytest.approx(1 / 3), "precision": 1.0}
+    assert summary["0.8"]["coverage"] == 0.75 and summary["0.8"]["precision"] == pytest.approx(2 / 3)
+    assert summary["0.8"]["classes"][0] == {"coverage": 1.0, "precision": 0.5}
+    assert summary["0.5"]["coverage"] == 1.0 and summary["0.5"]["precision"] == 0.75
+    assert summary["0.5"]["classes"][1] == {"coverage": pytest.approx(2 / 3), "precision": 1.0}
+    empty = PseudoLabelCalibration(3)
+    empty.add(logits.new_zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))  # 1/3 confidence everywhere
+    assert empty.summary([0.5])["0.5"] == {"coverage": 0.0, "precision": None, "classes": {
+        0: {"coverage": 0.0, "precision": None}, 1: {"coverage": None, "precision": None},
+        2: {"coverage": None, "precision": None}}}
 
 
 def test_decoder_pseudo_masks_are_confident_on_both_sides():

@@ -85,3 +85,27 @@ def test_short_sss_run_improves_validation_dice(prepared, tmp_path):
     result = Trainer(config, tmp_path / "run", tensorboard=False).fit()
     start, *_, end = result.validations
     assert end["val_dice"] > start["val_dice"] + 0.1
+
+
+def test_validation_reports_how_many_pixels_pass_the_threshold_and_how_many_are_right(prepared, tmp_path):
+    import numpy as np
+
+    trainer = Trainer(_config(prepared, threshold=0.0), tmp_path / "run", tensorboard=False)
+    trainer.setup()
+    record = trainer.validate()
+    # threshold 0 keeps every pixel, so precision is the coarse head's pixel accuracy on the val cases
+    right = total = 0
+    for case in trainer.val_cases:
+        pred, label = trainer.predict_case(case.image), np.asarray(case.label)
+        right, total = right + int((pred == label).sum()), total + label.size
+    assert record["val_pseudo_coverage"] == pytest.approx(1.0)
+    assert record["val_pseudo_precision"] == pytest.approx(right / total)
+
+    sure = Trainer(_config(prepared, threshold=0.6), tmp_path / "run06", tensorboard=False)
+    sure.setup()
+    assert 0.0 <= sure.validate()["val_pseudo_coverage"] < 1.0  # an untrained model is not 60 % sure everywhere
+    config = _config(prepared)
+    config.method = {"name": "supervised"}
+    supervised = Trainer(config, tmp_path / "sup", tensorboard=False)
+    supervised.setup()
+    assert "val_pseudo_coverage" not in supervised.validate()  # no threshold, nothing to report

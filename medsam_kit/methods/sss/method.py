@@ -273,6 +273,12 @@ class SSSMethod:
                                                               model.image_size, device=device))
             self.dfe = DFE(feature_widths(probe), p.dfe_width or model.embed_dim).to(device)
 
+    @property
+    def pseudo_label_threshold(self) -> float | None:
+        """The fixed confidence threshold (None for the per-class modes): the trainer's validation
+        reports how many validation pixels the model is that sure of and how many of those are right."""
+        return self.params.threshold if self.params.threshold_mode == "fixed" else None
+
     def parameters(self) -> list[torch.nn.Parameter]:
         """Trainable parameters of the method itself (DFE), to optimise with the model's."""
         return list(self.dfe.parameters()) if self.dfe is not None else []

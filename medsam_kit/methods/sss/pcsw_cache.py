@@ -32,15 +32,14 @@ when it lands inside the image.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 from medsam_kit.engine.augment import map_boxes, map_points
+from medsam_kit.engine.coarse import coarse_logit_chunks
 from medsam_kit.methods.supervised import inclusive_pixel_boxes
 from medsam_kit.prompts import pcsw_prompts
 
@@ -69,33 +68,12 @@ class VolumePrompt:
     slices: tuple[tuple[int, tuple[float, float, float, float], tuple[float, float]], ...] = ()
 
 
-@torch.no_grad()
 def coarse_class_volume(model, image: torch.Tensor, batch_size: int = 8, pad_value: float = 0.0,
                         autocast: Callable | None = None) -> np.ndarray:
-    """Coarse-head class indices ``(Z, Y, X)`` uint8 (0 background, ``k`` = channel ``k``) of a volume.
-
-    Args:
-        model: a ``SegmenterModel`` (e.g. the EMA teacher), used as is (the caller sets eval mode).
-        image: ``(C, Z, Y, X)`` model-input intensities in ``[0, 1]`` (``to_unit`` applied).
-        batch_size: slices per forward pass.
-        pad_value: model-input value outside the slice (windows overhanging a slice smaller than S).
-        autocast: optional context-manager factory (mixed precision on CUDA).
-
-    Slices of any size are covered by S x S windows (MONAI sliding window, overlap 0.25), as the
-    trainer's validation does, so the labels are at the prepared spacing.
-    """
-    size = model.image_size
-    device = next(model.parameters()).device
-    slices = image.permute(1, 0, 2, 3)  # (Z, C, Y, X): slices are the batch
-    out = []
-    for z0 in range(0, slices.shape[0], batch_size):
-        chunk = slices[z0:z0 + batch_size].to(device)
-        with autocast() if autocast is not None else contextlib.nullcontext():
-            logits = sliding_window_inference(chunk, (size, size), batch_size,
-                                              lambda t: model.coarse_logits(model.encode(t)),
-                                              overlap=0.25, cval=pad_value)
-        out.append(logits.float().argmax(1).to(torch.uint8).cpu())
-    return torch.cat(out).numpy()
+    """Coarse-head class indices ``(Z, Y, X)`` uint8 (0 background, ``k`` = channel ``k``) of a volume
+    (arguments of :func:`coarse_logit_chunks`)."""
+    chunks = coarse_logit_chunks(model, image, batch_size, pad_value, autocast)
+    return torch.cat([logits.argmax(1).to(torch.uint8).cpu() for logits in chunks]).numpy()
 
 
 class PcswCache:
