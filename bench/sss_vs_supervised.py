@@ -124,7 +124,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, default=20, help="phantom patients (default 20: 11 train)")
     parser.add_argument("--steps", type=int, default=1000, help="optimizer steps of every run")
-    parser.add_argument("--seeds", type=int, default=2, help="runs per setting, seeds 0 .. N-1")
+    parser.add_argument("--seeds", type=int, default=2, help="runs per setting, seeds FIRST .. FIRST+N-1")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="first seed (add seeds to an earlier invocation's without rerunning them)")
     parser.add_argument("--budgets", type=int, nargs="+", default=[1, 3, 7], help="labeled patients")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="settings to run")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -152,7 +154,8 @@ def main() -> None:
     # which the split turns back into exactly b patients (an int budget would be rescaled from ACDC's 70)
     full = make_split(get_adapter("acdc").discover(raw), "acdc")
     n_train = len({c.split("_")[0] for c in full.train_labeled})
-    settings = [(m, b, s) for s in range(args.seeds) for b in args.budgets for m in args.methods if b < n_train]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    settings = [(m, b, s) for s in seeds for b in args.budgets for m in args.methods if b < n_train]
     threads = args.threads or (max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0)
     jobs = [(raw, str(work), m, b, n_train, args.steps, args.device, s, threads, overrides) for m, b, s in settings]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,9 @@ def fake_trainer():
         augment = SpatialAugment(AugmentParams(probability=0.8, rotate_deg=15, scale=(0.85, 1.2), translate=0.1), 0.0)
         train = types.SimpleNamespace(grad_accumulation=grad_accumulation, val_batch_size=val_batch_size,
                                       steps=steps)
+        labeled = [types.SimpleNamespace(case_id="l0", image=volumes[0].image, label=object_volume())]
         return types.SimpleNamespace(model=model, device=torch.device("cpu"), unlabeled_cases=volumes,
+                                     train_cases=labeled, label_lut=torch.arange(num_classes + 1),
                                      intensity={"kind": "identity"}, augment=augment,
                                      config=types.SimpleNamespace(train=train), class_values=list(range(1, 3)))
 

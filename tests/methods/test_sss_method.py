@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import object_volume
@@ -220,3 +221,19 @@ def test_no_decoder_term_skips_pcsw_prompts(fake_trainer):
         _, logs = method.loss(trainer.model, _batch(), step=0)
     assert logs["pcsw_prompts"] == 0.0 and logs["unsup_decoder_loss"] == 0.0 and method.pcsw.computed == 0
     assert logs["unsup_loss"] == pytest.approx(logs["unsup_coarse_loss"], rel=1e-6)
+
+
+def test_distribution_alignment_is_opt_in_and_resumes(fake_trainer):
+    trainer = fake_trainer()
+    assert _method(trainer, dfe=False).alignment is None  # off by default
+    method = _method(trainer, distribution_alignment=True, alignment_momentum=0.5, dfe=False)
+    counts = np.bincount(object_volume().reshape(-1), minlength=3)
+    torch.testing.assert_close(method.alignment.prior, torch.tensor(counts / counts.sum(), dtype=torch.float64))
+    with torch.no_grad():
+        _, logs = method.loss(trainer.model, _batch(), step=0)
+    assert math.isfinite(logs["unsup_loss"])
+    assert not torch.equal(method.alignment.mean, method.alignment.prior)  # the teacher's proportions were counted
+    state = method.state_dict()
+    again = _method(trainer, distribution_alignment=True, alignment_momentum=0.5, dfe=False)
+    again.load_state_dict(state)
+    torch.testing.assert_close(again.alignment.mean, method.alignment.mean)

@@ -95,6 +95,24 @@ def test_pseudo_label_calibration_counts_coverage_and_precision_per_threshold():
         2: {"coverage": None, "precision": None}}}
 
 
+def test_distribution_alignment_lifts_an_under_predicted_class():
+    from medsam_kit.methods.sss.pseudo import DistributionAlignment
+
+    align = DistributionAlignment(torch.tensor([80.0, 20.0]), momentum=0.0)  # labeled data: 20 % foreground
+    matched = torch.tensor([0.8, 0.2]).view(1, 2, 1, 1).expand(1, 2, 2, 2)
+    torch.testing.assert_close(align(matched), matched)  # proportions already match: unchanged
+    # a teacher that says "background, 90 % sure" everywhere (foreground share 10 % instead of 20 %)
+    under = torch.tensor([0.9, 0.1]).view(1, 2, 1, 1).expand(1, 2, 2, 2)
+    aligned = align(under)
+    ratio = torch.tensor([0.8 / 0.9, 0.2 / 0.1])
+    expected = torch.tensor([0.9, 0.1]) * ratio / (torch.tensor([0.9, 0.1]) * ratio).sum()
+    torch.testing.assert_close(aligned[0, :, 0, 0], expected.float())
+    assert aligned[0, 0, 0, 0] < 0.9 and torch.allclose(aligned.sum(1), torch.ones(1, 2, 2))
+    assert coarse_pseudo_labels(torch.log(aligned), 0.85)[2].sum() == 0  # no longer confident background
+    with pytest.raises(ValueError, match="non-negative"):
+        DistributionAlignment(torch.tensor([0.0, 0.0]))
+
+
 def test_decoder_pseudo_masks_are_confident_on_both_sides():
     logits = torch.tensor([[[[6.0, -6.0, 0.5, -0.5]]]])  # (P, 1, H, W)
     targets, mask = decoder_pseudo_masks(logits, threshold=0.95)

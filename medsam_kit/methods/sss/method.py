@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from medsam_kit.engine.augment import AugmentParams
@@ -47,6 +48,7 @@ from medsam_kit.methods.sss.dfe import DFE, feature_widths
 from medsam_kit.methods.sss.pcsw_cache import PcswCache, coarse_class_volume, crop_prompts
 from medsam_kit.methods.sss.pseudo import (
     ClassThresholds,
+    DistributionAlignment,
     MaskedCoarseLoss,
     MaskedMaskLoss,
     class_quantile_thresholds,
@@ -100,6 +102,11 @@ class SSSParams(SupervisedParams):
             The decoder's pseudo-masks always use ``threshold``.
         threshold_keep, threshold_floor: the ``quantile`` mode's share and lowest threshold.
         threshold_momentum: EMA momentum of the adaptive thresholds (per step).
+        distribution_alignment: rescale the teacher's coarse probabilities so that their running
+            class proportions on unlabeled pixels match the labeled volumes' (ReMixMatch;
+            :class:`~medsam_kit.methods.sss.pseudo.DistributionAlignment`), against the teacher
+            teaching "background" where a class is not learned yet. Off by default (README).
+        alignment_momentum: EMA momentum of the teacher's running class proportions (per step).
         ema_momentum: teacher momentum m in ``t = m t + (1 - m) s`` (UniMatch-V2: 0.996).
         ema_warmup: use ``min(m, 1 - 1/(step + 1))`` (UniMatch-V2), so the early teacher tracks
             the student instead of its random start.
@@ -136,6 +143,8 @@ class SSSParams(SupervisedParams):
     threshold_keep: float = 0.5
     threshold_floor: float = 0.5
     threshold_momentum: float = 0.99
+    distribution_alignment: bool = False
+    alignment_momentum: float = 0.99
     ema_momentum: float = 0.996
     ema_warmup: bool = True
     dfe: bool = True
@@ -169,6 +178,8 @@ class SSSParams(SupervisedParams):
                                                   or not 0.0 <= self.threshold_floor <= self.threshold):
             raise ValueError("method.threshold_keep must be in (0, 1] and threshold_floor in [0, threshold], got "
                              f"{self.threshold_keep} and {self.threshold_floor}")
+        if not 0.0 <= self.alignment_momentum < 1.0:
+            raise ValueError(f"method.alignment_momentum must be in [0, 1), got {self.alignment_momentum}")
         if not 0.0 <= self.threshold_momentum < 1.0:
             raise ValueError(f"method.threshold_momentum must be in [0, 1), got {self.threshold_momentum}")
         if not 0.0 <= self.ema_momentum <= 1.0:
@@ -205,6 +216,15 @@ class SSSParams(SupervisedParams):
         return AugmentParams(**values)
 
 
+def _class_counts(trainer, num_classes: int) -> torch.Tensor:
+    """``(K + 1,)`` voxel counts of each class over the labeled training volumes (``trainer.train_cases``)."""
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for case in trainer.train_cases:
+        classes = trainer.label_lut[torch.from_numpy(np.array(case.label, dtype=np.int64))]
+        counts += torch.bincount(classes.reshape(-1), minlength=num_classes)[:num_classes].double()
+    return counts
+
+
 def _share(batch: int) -> tuple[int, int]:
     """``(total, offset)`` of this rank's samples in the global unlabeled batch (contiguous shares)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -230,6 +250,7 @@ class SSSMethod:
         self.dfe: DFE | None = None
         self.pcsw: PcswCache | None = None
         self.class_thresholds: ClassThresholds | None = None
+        self.alignment: DistributionAlignment | None = None
         self.grad_accumulation = 1
         self.unlabeled_start = 0  # optimizer steps; resolved from params (a share of train.steps) in setup()
 
@@ -248,6 +269,9 @@ class SSSMethod:
         self.teacher = EMATeacher(model)
         if p.threshold_mode == "adaptive":
             self.class_thresholds = ClassThresholds(int(model.num_classes) + 1, p.threshold, p.threshold_momentum)
+        if p.distribution_alignment:
+            self.alignment = DistributionAlignment(_class_counts(trainer, int(model.num_classes) + 1),
+                                                   p.alignment_momentum)
         self.weak_params = p.weak(trainer.augment.params)
         self.pad_value = float(trainer.augment.pad_value)
         train = trainer.config.train
@@ -335,7 +359,10 @@ class SSSMethod:
         teacher = self.teacher.model
         with torch.no_grad():
             t_features = teacher.encode(weak)
-            labels, confidence, confident = coarse_pseudo_labels(teacher.coarse_logits(t_features), p.threshold)
+            t_logits = teacher.coarse_logits(t_features)
+            if self.alignment is not None:  # softmax(log q) = q: the aligned probabilities as logits
+                t_logits = torch.log(self.alignment(torch.softmax(t_logits.float(), dim=1)).clamp(min=1e-12))
+            labels, confidence, confident = coarse_pseudo_labels(t_logits, p.threshold)
             if self.class_thresholds is not None:
                 self.class_thresholds.update(confidence, labels)
                 confident = self.class_thresholds.confident(confidence, labels)
@@ -425,6 +452,8 @@ class SSSMethod:
         state = {"teacher": self.teacher.state_dict(), "pcsw": self.pcsw.state_dict()}
         if self.class_thresholds is not None:
             state["class_thresholds"] = self.class_thresholds.state_dict()
+        if self.alignment is not None:
+            state["alignment"] = self.alignment.state_dict()
         if self.dfe is not None:
             state["dfe"] = {k: v.detach().cpu().clone() for k, v in self.dfe.state_dict().items()}
         return state
@@ -439,6 +468,8 @@ class SSSMethod:
         self.pcsw.load_state_dict(state.get("pcsw", {}))
         if self.class_thresholds is not None:
             self.class_thresholds.load_state_dict(state.get("class_thresholds", {}))
+        if self.alignment is not None:
+            self.alignment.load_state_dict(state.get("alignment", {}))
         if self.dfe is not None:
             if "dfe" not in state:
                 raise ValueError("the saved SSS state has no DFE weights (saved with dfe: false); resume with "
