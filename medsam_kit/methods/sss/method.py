@@ -105,7 +105,8 @@ class SSSParams(SupervisedParams):
         distribution_alignment: rescale the teacher's coarse probabilities so that their running
             class proportions on unlabeled pixels match the labeled volumes' (ReMixMatch;
             :class:`~medsam_kit.methods.sss.pseudo.DistributionAlignment`), against the teacher
-            teaching "background" where a class is not learned yet. Off by default (README).
+            teaching "background" where a class is not learned yet. Off by default (measured: a small,
+            inconsistent gain; README).
         alignment_momentum: EMA momentum of the teacher's running class proportions (per step).
         ema_momentum: teacher momentum m in ``t = m t + (1 - m) s`` (UniMatch-V2: 0.996).
         ema_warmup: use ``min(m, 1 - 1/(step + 1))`` (UniMatch-V2), so the early teacher tracks

@@ -131,6 +131,11 @@ class DistributionAlignment:
     longer confident (and no longer taught), while a teacher whose proportions match the labeled
     data is left unchanged.
 
+    Measured (ACDC phantoms, 800 steps, 3 seeds, ``bench/sss_vs_supervised.py``): 1 labeled patient
+    0.547 +- 0.10 test Dice against 0.524 +- 0.11 without, 3 labeled 0.778 against 0.778; the losing
+    seed rose from 0.368 to 0.406 (supervised-only 0.420) but its RV was still unlearned at step 500.
+    A small, inconsistent gain, so it is not on in the shipped configs.
+
     Args:
         prior: ``(K + 1,)`` class frequencies (counts or shares) of the labeled data.
         momentum: EMA momentum of ``mean`` per step (0.99: a ~100-step memory).
