@@ -132,7 +132,7 @@ class DistributionAlignment:
     data is left unchanged.
 
     Measured (ACDC phantoms, 800 steps, 3 seeds, ``bench/sss_vs_supervised.py``): 1 labeled patient
-    0.547 +- 0.10 test Dice against 0.524 +- 0.11 without, 3 labeled 0.778 against 0.778; the losing
+    0.546 +- 0.10 test Dice against 0.524 +- 0.11 without, 3 labeled 0.778 against 0.778; the losing
     seed rose from 0.368 to 0.406 (supervised-only 0.420) but its RV was still unlearned at step 500.
     A small, inconsistent gain, so it is not on in the shipped configs.
 
