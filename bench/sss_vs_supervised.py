@@ -63,20 +63,13 @@ def pseudo_label_calibration(trainer) -> dict:
     The SSS teacher's (the supervised model's for ``supervised``), scored against the phantoms' hidden
     labels of the unlabeled training patients (:class:`medsam_kit.methods.sss.PseudoLabelCalibration`).
     """
-    from medsam_kit.engine.intensity import to_unit
-    from medsam_kit.methods.sss import PseudoLabelCalibration, coarse_logit_chunks
+    from medsam_kit.engine.coarse import PseudoLabelCalibration
 
     teacher = getattr(trainer.method, "teacher", None)
     model = (teacher.model if teacher is not None else trainer.model).eval()
     counts = PseudoLabelCalibration(int(model.num_classes) + 1)
     for case in trainer.unlabeled_cases:
-        truth = trainer.label_lut[torch.as_tensor(case.label).long()]
-        image = torch.as_tensor(to_unit(case.image, trainer.intensity))
-        z = 0
-        for logits in coarse_logit_chunks(model, image, int(trainer.config.train.val_batch_size),
-                                          float(trainer.augment.pad_value)):
-            counts.add(logits, truth[z:z + len(logits)])
-            z += len(logits)
+        trainer.predict_case(case.image, counts, np.asarray(case.label), model=model)
     return counts.summary(CALIBRATION_THRESHOLDS)
 
 

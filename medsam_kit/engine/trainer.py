@@ -529,13 +529,14 @@ class Trainer:
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
     def predict_case(self, image: np.ndarray, calibration: PseudoLabelCalibration | None = None,
-                     label: np.ndarray | None = None) -> np.ndarray:
+                     label: np.ndarray | None = None, model: torch.nn.Module | None = None) -> np.ndarray:
         """Coarse-head labels ``(Z, Y, X)`` (label values) for a preprocessed image ``(C, Z, Y, X)``;
-        with ``calibration`` and the case's ``label``, its logits are also counted there."""
+        with ``calibration`` and the case's ``label``, its logits are also counted there. ``model``:
+        another model than the one trained (e.g. an SSS teacher), used as is (eval mode is the caller's)."""
         x = torch.from_numpy(np.ascontiguousarray(to_unit(np.asarray(image), self.intensity)))
         values = torch.tensor([0, *self.class_values])
         out, z = [], 0
-        for logits in coarse_logit_chunks(self.model, x, self.config.train.val_batch_size,
+        for logits in coarse_logit_chunks(model or self.model, x, self.config.train.val_batch_size,
                                           unit_pad_value(self.intensity), self._autocast):
             if calibration is not None:
                 truth = torch.from_numpy(np.array(label[z:z + len(logits)], dtype=np.int64))

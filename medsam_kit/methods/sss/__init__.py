@@ -8,7 +8,7 @@ unlabeled volumes, cached, mapped into training crops).
 
 from __future__ import annotations
 
-from medsam_kit.engine.coarse import PseudoLabelCalibration, coarse_logit_chunks
+from medsam_kit.engine.coarse import PseudoLabelCalibration
 from medsam_kit.methods.sss.dfe import DFE, feature_widths
 from medsam_kit.methods.sss.method import SSSMethod, SSSParams
 from medsam_kit.methods.sss.pcsw_cache import PcswCache, VolumePrompt, coarse_class_volume, crop_prompts
@@ -37,7 +37,6 @@ __all__ = [
     "VolumePrompt",
     "apply_cutmix",
     "coarse_class_volume",
-    "coarse_logit_chunks",
     "coarse_pseudo_labels",
     "crop_prompts",
     "cutmix_boxes",

@@ -71,7 +71,7 @@ class VolumePrompt:
 def coarse_class_volume(model, image: torch.Tensor, batch_size: int = 8, pad_value: float = 0.0,
                         autocast: Callable | None = None) -> np.ndarray:
     """Coarse-head class indices ``(Z, Y, X)`` uint8 (0 background, ``k`` = channel ``k``) of a volume
-    (arguments of :func:`coarse_logit_chunks`)."""
+    (arguments of :func:`medsam_kit.engine.coarse.coarse_logit_chunks`)."""
     chunks = coarse_logit_chunks(model, image, batch_size, pad_value, autocast)
     return torch.cat([logits.argmax(1).to(torch.uint8).cpu() for logits in chunks]).numpy()
 
