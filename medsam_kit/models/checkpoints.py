@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,12 +71,17 @@ def read_checkpoint(path: str | os.PathLike | Checkpoint) -> Checkpoint:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError... depending on damage
+    except pickle.UnpicklingError as err:  # the weights-only unpickler met a Python object it will not build
         raise CheckpointError(
-            f"cannot read checkpoint {path} with torch.load(weights_only=True): {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}; files holding pickled Python objects are refused -- "
-            "re-save only the state dict (torch.save(model.state_dict(), path))"
-        ) from err
+            f"cannot read checkpoint {path} with torch.load(weights_only=True): {_unpickler_reason(err)}; "
+            "files holding pickled Python objects are refused -- re-save only the state dict "
+            "(torch.save(model.state_dict(), path))"
+        ) from None
+    except Exception as err:  # torch raises RuntimeError, OSError, EOFError... depending on the damage
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: the file is truncated or not a PyTorch checkpoint "
+            f"({type(err).__name__}: {_first_line(err)}); copy or download it again"
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of tensors")
     if obj.get("format") == FORMAT_NAME:
@@ -94,6 +101,17 @@ def read_checkpoint(path: str | os.PathLike | Checkpoint) -> Checkpoint:
     if isinstance(obj.get("model"), dict):
         return Checkpoint(path, "sam2", _tensors(obj["model"], path))
     return Checkpoint(path, "state_dict", _tensors(obj, path))
+
+
+def _unpickler_reason(err: Exception) -> str:
+    """The line of torch's long weights-only message that names what was refused."""
+    found = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: was not an allowed global|\.?\n|$)", str(err))
+    return found.group(1).strip()[:200] if found else _first_line(err)
+
+
+def _first_line(err: Exception) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch colours parts of its messages
+    return (text.splitlines()[0] if text else "no details")[:200]
 
 
 def _tensors(state: Any, path: Path) -> dict[str, torch.Tensor]:

@@ -45,9 +45,20 @@ from medsam_kit.models.checkpoints import (
     load_state_dict_strict,
     read_checkpoint,
 )
-from medsam_kit.models.module_shapes import apply_module_shapes
-from medsam_kit.models.sam1_builder import build_sam1_module, check_sam1_image_size, resize_sam1_state_dict
-from medsam_kit.models.sam2_builder import BACKBONE_STRIDE, build_sam2_module, check_sam2_image_size
+from medsam_kit.models.module_shapes import apply_module_shapes, check_module_shapes
+from medsam_kit.models.sam1_builder import (
+    build_sam1_module,
+    check_sam1_architecture,
+    check_sam1_image_size,
+    resize_sam1_state_dict,
+)
+from medsam_kit.models.sam2_builder import (
+    BACKBONE_STRIDE,
+    build_sam2_module,
+    check_plain_data,
+    check_sam2_architecture,
+    check_sam2_image_size,
+)
 from medsam_kit.models.segmenter_model import SegmenterModel
 
 CONFIG_KEYS = (
@@ -109,7 +120,13 @@ def make_config(
 
 
 def check_config(config: dict[str, Any], source: str = "model config") -> None:
-    """Raise ``ValueError`` naming ``source`` if a config lacks keys or has an unknown family."""
+    """Raise ``ValueError`` naming ``source`` unless ``config`` is a complete model config of plain data.
+
+    Configs travel inside checkpoints, so nothing in one may lead to code: the architecture may name
+    only the known SAM-2 modeling classes at their places (:func:`check_sam2_architecture`) or hold
+    SAM-1's typed sizes (:func:`check_sam1_architecture`); every other entry is plain data (numbers,
+    strings, bools, lists, dicts without ``_``-keys).
+    """
     if not isinstance(config, dict):
         raise ValueError(f"{source}: expected a dict, got {type(config).__name__}")
     missing = [k for k in CONFIG_KEYS if k not in config]
@@ -117,6 +134,17 @@ def check_config(config: dict[str, Any], source: str = "model config") -> None:
         raise ValueError(f"{source}: model config lacks {missing}; expected keys {list(CONFIG_KEYS)}")
     if config["family"] not in ("sam2", "sam"):
         raise ValueError(f"{source}: unknown family {config['family']!r}; expected 'sam2' or 'sam'")
+    try:
+        for key, value in config.items():
+            if key != "architecture":
+                check_plain_data(value, f"model config {key}")
+        if config["family"] == "sam2":
+            check_sam2_architecture(config["architecture"])
+        else:
+            check_sam1_architecture(config["architecture"])
+        check_module_shapes(config["module_shapes"])
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
 
 
 def with_image_size(config: dict[str, Any], image_size: int) -> dict[str, Any]:

@@ -73,6 +73,54 @@ def _make(spec: dict[str, Any]) -> nn.Module:
     )
 
 
+# Arguments each recorded module type may carry (what :func:`describe` writes), and nothing else.
+_ARGUMENTS = {
+    "Linear": {"in_features", "out_features", "bias"},
+    "Conv2d": {"in_channels", "out_channels", "kernel_size", "stride", "padding", "groups", "bias"},
+    "ConvTranspose2d": {"in_channels", "out_channels", "kernel_size", "stride", "padding", "groups", "bias"},
+    "LayerNorm": {"normalized_shape", "eps", "elementwise_affine"},
+    "Embedding": {"num_embeddings", "embedding_dim"},
+    "Parameter": {"shape"},
+    "attributes": {"values"},
+}
+
+
+def check_module_shapes(shapes: Any) -> None:
+    """Raise ``ValueError`` unless ``shapes`` is a ``module_shapes`` dict of plain records (module docstring).
+
+    Paths are dotted attribute names without private (``_``) parts; each record has a known ``type``
+    and only that type's arguments, as numbers, booleans or lists of them; ``attributes`` names public
+    attributes only. (A checkpoint's config must never reach code or private state.)
+    """
+    if not isinstance(shapes, dict):
+        raise ValueError(f"module_shapes must be a dict, got a {type(shapes).__name__}")
+    for path, spec in shapes.items():
+        parts = path.split(".") if isinstance(path, str) else [None]
+        if not all(isinstance(p, str) and (p.isidentifier() and not p.startswith("_") or _is_index(p)) for p in parts):
+            raise ValueError(f"module_shapes: {path!r} is not a dotted path of public attribute names")
+        if not isinstance(spec, dict) or spec.get("type") not in _ARGUMENTS:
+            raise ValueError(
+                f"module_shapes entry {path!r} must be a dict whose 'type' is one of {sorted(_ARGUMENTS)}, got {spec!r}"
+            )
+        extra = set(spec) - {"type"} - _ARGUMENTS[spec["type"]]
+        if extra:
+            raise ValueError(f"module_shapes entry {path!r}: unknown keys {sorted(map(str, extra))} for {spec['type']}")
+        arguments = {k: v for k, v in spec.items() if k != "type"}
+        values = spec.get("values", {}) if spec["type"] == "attributes" else arguments
+        if not isinstance(values, dict):
+            raise ValueError(f"module_shapes entry {path!r}: 'values' must be a dict")
+        for key, value in values.items():
+            if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+                raise ValueError(f"module_shapes entry {path!r}: {key!r} is not a public attribute name")
+            if not _plain(value):
+                raise ValueError(f"module_shapes: attribute {path}.{key} must be a number, bool or list of them")
+
+
+def _is_index(part: str) -> bool:
+    """A ``ModuleList`` / ``Sequential`` index such as ``"0"`` (ASCII digits only)."""
+    return part.isascii() and part.isdigit()
+
+
 def _parent(model: nn.Module, path: str) -> tuple[nn.Module, str]:
     parent_path, _, name = path.rpartition(".")
     try:
@@ -86,15 +134,16 @@ def _parent(model: nn.Module, path: str) -> tuple[nn.Module, str]:
 
 def apply_module_shapes(model: nn.Module, shapes: dict[str, dict[str, Any]]) -> None:
     """Replace the modules / parameters / attributes listed in ``shapes`` (see module docstring), in place."""
+    check_module_shapes(shapes or {})
     for path, spec in (shapes or {}).items():
-        if not isinstance(spec, dict) or "type" not in spec:
-            raise ValueError(f"module_shapes entry {path!r} must be a dict with a 'type' key, got {spec!r}")
         parent, name = _parent(model, path)
         old = getattr(parent, name)
         if spec["type"] == "attributes":
             for key, value in spec.get("values", {}).items():
-                if not _plain(value):
-                    raise ValueError(f"module_shapes: attribute {path}.{key} must be a number, bool or list of them")
+                if not _plain(getattr(old, key, None)):  # only data such as num_heads, never a method or module
+                    raise ValueError(
+                        f"module_shapes: {path}.{key} is not an existing number / bool attribute of the model"
+                    )
                 setattr(old, key, value)
         elif spec["type"] == "Parameter":
             device = old.device if isinstance(old, torch.Tensor) else None

@@ -63,6 +63,42 @@ def sam1_architecture(image_size: int, **overrides: Any) -> dict[str, Any]:
     return arch
 
 
+# Types of every SAM-1 architecture value (a checkpoint's config is data: nothing else is accepted).
+_INT_KEYS = (
+    "encoder_embed_dim", "encoder_depth", "encoder_num_heads", "window_size", "prompt_embed_dim", "mask_in_chans",
+    "decoder_depth", "decoder_mlp_dim", "decoder_num_heads", "num_multimask_outputs", "iou_head_depth",
+    "iou_head_hidden_dim", "image_size",
+)
+_MAY_BE_ZERO = ("window_size", "num_multimask_outputs")  # 0: global attention everywhere / one mask only
+
+
+def check_sam1_architecture(architecture: Any) -> None:
+    """Raise ``ValueError`` unless ``architecture`` holds exactly the keys of :func:`sam1_architecture`, with
+    non-negative integers (``mlp_ratio`` a positive number, ``encoder_global_attn_indexes`` block indices)."""
+    if not isinstance(architecture, dict):
+        raise ValueError(f"SAM-1 architecture must be a dict, got a {type(architecture).__name__}")
+    known = {*DEFAULTS, *VIT_B, "image_size"}
+    if set(architecture) != known:
+        unknown, missing = sorted(map(str, set(architecture) - known)), sorted(known - set(architecture))
+        raise ValueError(f"SAM-1 architecture: unknown keys {unknown}, missing keys {missing}")
+    for key in _INT_KEYS:
+        value = architecture[key]
+        floor = 0 if key in _MAY_BE_ZERO else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < floor:
+            raise ValueError(f"SAM-1 architecture: {key} must be an integer >= {floor}, got {value!r}")
+    ratio = architecture["mlp_ratio"]
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio < 1e3:
+        raise ValueError(f"SAM-1 architecture: mlp_ratio must be a positive number, got {ratio!r}")
+    indexes = architecture["encoder_global_attn_indexes"]
+    depth = architecture["encoder_depth"]
+    if not isinstance(indexes, list | tuple) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < depth for i in indexes
+    ):
+        raise ValueError(
+            f"SAM-1 architecture: encoder_global_attn_indexes must list block indices below {depth}, got {indexes!r}"
+        )
+
+
 def check_sam1_image_size(image_size: int) -> None:
     """Raise ``ValueError`` unless ``image_size`` is a positive multiple of the 16-px patch."""
     if not isinstance(image_size, int) or image_size <= 0 or image_size % PATCH_SIZE:
@@ -75,6 +111,7 @@ def build_sam1_module(architecture: dict[str, Any]) -> nn.Module:
     """``segment_anything.modeling.Sam`` (random init) as ``_build_sam`` makes it, at ``architecture['image_size']``."""
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+    check_sam1_architecture(architecture)
     a = architecture
     image_size = a["image_size"]
     check_sam1_image_size(image_size)

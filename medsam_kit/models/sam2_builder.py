@@ -3,8 +3,10 @@
 The ``sam2`` package ships one YAML per size (``sam2/configs/sam2.1/sam2.1_hiera_{t,s,b+,l}.yaml``).
 Its own ``build_sam2`` composes them through Hydra's global config store; here the file is read
 with OmegaConf, adjusted (image size, optional widths for tiny variants), resolved to a plain dict
-and instantiated with ``hydra.utils.instantiate`` -- no ``compose``, no global state of our own.
-(Importing ``sam2`` itself still initialises Hydra's global store once; that is the package's doing.)
+and built by :func:`build_sam2_module`, which accepts only the exact modeling classes of
+:data:`SAM2_CLASSES` at their places and plain data elsewhere (Hydra's ``instantiate`` would build
+any importable callable a checkpoint names). (Importing ``sam2`` itself still initialises Hydra's
+global store once; that is the package's doing.)
 
 The resolved dict is what a model's config keeps under ``"architecture"``, so a run folder
 describes its network completely and reloads without the registry.
@@ -13,6 +15,7 @@ describes its network completely and reloads without the registry.
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 from importlib import resources
 from typing import Any
@@ -31,9 +34,28 @@ POSTPROCESSING_DECODER_ARGS = {
     "dynamic_multimask_stability_thresh": 0.98,
 }
 
-# Only modeling classes may be named by a config: configs travel inside checkpoints, and an
-# arbitrary ``_target_`` would let a checkpoint file run code that weights_only=True keeps out.
-ALLOWED_TARGET_PREFIXES = ("sam2.modeling.", "sam2.sam2_video_predictor.")
+# A SAM-2 architecture travels inside checkpoints, so it is read as data, never as code: each place
+# that names a class (its path in the nested dict) may name exactly the class(es) listed here, and
+# every other value must be plain data. Hydra's ``instantiate`` is not used for these dicts: it
+# follows any dotted path (``sam2.modeling.sam2_base.torch.load`` reaches ``torch.load``) and honours
+# ``_args_`` / ``_partial_`` anywhere, which let a crafted checkpoint run a pickle payload.
+SAM2_CLASSES: dict[str, tuple[str, ...]] = {
+    "": ("sam2.modeling.sam2_base.SAM2Base", "sam2.sam2_video_predictor.SAM2VideoPredictor"),
+    "image_encoder": ("sam2.modeling.backbones.image_encoder.ImageEncoder",),
+    "image_encoder.trunk": ("sam2.modeling.backbones.hieradet.Hiera",),
+    "image_encoder.neck": ("sam2.modeling.backbones.image_encoder.FpnNeck",),
+    "image_encoder.neck.position_encoding": ("sam2.modeling.position_encoding.PositionEmbeddingSine",),
+    "memory_attention": ("sam2.modeling.memory_attention.MemoryAttention",),
+    "memory_attention.layer": ("sam2.modeling.memory_attention.MemoryAttentionLayer",),
+    "memory_attention.layer.self_attention": ("sam2.modeling.sam.transformer.RoPEAttention",),
+    "memory_attention.layer.cross_attention": ("sam2.modeling.sam.transformer.RoPEAttention",),
+    "memory_encoder": ("sam2.modeling.memory_encoder.MemoryEncoder",),
+    "memory_encoder.position_encoding": ("sam2.modeling.position_encoding.PositionEmbeddingSine",),
+    "memory_encoder.mask_downsampler": ("sam2.modeling.memory_encoder.MaskDownSampler",),
+    "memory_encoder.fuser": ("sam2.modeling.memory_encoder.Fuser",),
+    "memory_encoder.fuser.layer": ("sam2.modeling.memory_encoder.CXBlock",),
+}
+_TARGET = "_target_"
 
 BACKBONE_STRIDE = 16  # SAM2Base default: the decoder works on stride-16 features
 
@@ -123,27 +145,95 @@ def check_sam2_image_size(image_size: int, window_spec=None) -> None:
         )
 
 
-def _check_targets(node: Any, where: str = "architecture") -> None:
-    if isinstance(node, dict):
-        target = node.get("_target_")
-        if target is not None and not str(target).startswith(ALLOWED_TARGET_PREFIXES):
-            raise ValueError(
-                f"SAM-2 config names {target!r} at {where}; only classes under {ALLOWED_TARGET_PREFIXES} may be built"
-            )
-        for key, value in node.items():
-            _check_targets(value, f"{where}.{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            _check_targets(value, f"{where}[{i}]")
+def check_sam2_architecture(architecture: Any) -> None:
+    """Raise ``ValueError`` unless ``architecture`` is plain data naming only the classes of :data:`SAM2_CLASSES`.
+
+    Rules (a checkpoint's config must never carry code): a ``_target_`` appears exactly at the paths of
+    :data:`SAM2_CLASSES` and names one of the classes listed there, by its exact name; every other key
+    is a Python identifier not starting with ``_``; every other value is ``None``, a bool, a finite
+    number, a string, or a list / dict of those (no ``_target_``, ``_args_`` or ``_partial_`` inside).
+    """
+    _check_class_node(architecture, "")
+
+
+def _check_class_node(node: Any, path: str) -> None:
+    where = f"architecture.{path}" if path else "architecture"
+    if not isinstance(node, dict):
+        raise ValueError(f"SAM-2 config: {where} must be a dict naming {SAM2_CLASSES[path][0]!r}, got {_kind(node)}")
+    target = node.get(_TARGET)
+    if target not in SAM2_CLASSES[path]:
+        raise ValueError(
+            f"SAM-2 config names {target!r} at {where}; only {' or '.join(map(repr, SAM2_CLASSES[path]))} may be "
+            "built there"
+        )
+    for key, value in node.items():
+        if key == _TARGET:
+            continue
+        child = f"{path}.{key}" if path else str(key)
+        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+            raise ValueError(f"SAM-2 config: key {key!r} at {where} is not an argument name")
+        if child in SAM2_CLASSES:
+            _check_class_node(value, child)
+        else:
+            check_plain_data(value, f"SAM-2 config: {where}.{key}")
+
+
+def check_plain_data(value: Any, where: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is JSON-like data: None, bool, finite number, str, list, dict.
+
+    Dict keys must be strings that do not start with ``_`` (so no ``_target_`` / ``_args_`` of a
+    config-instantiation library can hide at any depth).
+    """
+    if value is None or isinstance(value, bool | str):
+        return
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value!r} is not a finite number")
+        return
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_plain_data(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or key.startswith("_"):
+                raise ValueError(f"{where}: key {key!r} is not allowed in a config (plain data only)")
+            check_plain_data(item, f"{where}.{key}")
+        return
+    raise ValueError(f"{where}: {_kind(value)} is not plain data (numbers, strings, bools, lists, dicts)")
+
+
+def _kind(value: Any) -> str:
+    return f"a {type(value).__name__}"
+
+
+def _instantiate(node: dict[str, Any], path: str) -> nn.Module:
+    """Build the class at ``path`` from a checked node: children first, then ``cls(**arguments)``."""
+    module_name, _, class_name = node[_TARGET].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)  # an exact name from SAM2_CLASSES
+    arguments = {}
+    for key, value in node.items():
+        if key == _TARGET:
+            continue
+        child = f"{path}.{key}" if path else key
+        arguments[key] = _instantiate(value, child) if child in SAM2_CLASSES else copy.deepcopy(value)
+    try:
+        return cls(**arguments)
+    except TypeError as err:  # a missing or unknown argument name
+        raise ValueError(f"SAM-2 config: cannot build {node[_TARGET]} at architecture.{path or '(root)'}: {err}") \
+            from None
 
 
 def build_sam2_module(architecture: dict[str, Any]) -> nn.Module:
-    """Instantiate ``sam2.modeling.sam2_base.SAM2Base`` (random init) from a :func:`sam2_architecture` dict."""
-    from hydra.utils import instantiate
+    """Instantiate ``sam2.modeling.sam2_base.SAM2Base`` (random init) from a :func:`sam2_architecture` dict.
 
-    _check_targets(architecture)
-    check_sam2_image_size(architecture["image_size"], architecture["image_encoder"]["trunk"].get("window_spec"))
-    return instantiate(copy.deepcopy(architecture), _recursive_=True)
+    Raises:
+        ValueError: the dict names a class outside :data:`SAM2_CLASSES` or holds anything but plain data
+            (see :func:`check_sam2_architecture`), or the image size does not suit Hiera.
+    """
+    check_sam2_architecture(architecture)
+    check_sam2_image_size(architecture.get("image_size"), architecture["image_encoder"]["trunk"].get("window_spec"))
+    return _instantiate(architecture, "")
 
 
 def sam2_patch_embedding_path() -> str:
