@@ -35,6 +35,7 @@ from medsam_kit.infer.run_loading import load_run_for_inference
 from medsam_kit.infer.slice_predictor import SlicePredictor
 from medsam_kit.infer.volume import PropagationOptions, decode_slice_prompts, segment_automatic, segment_prompted
 from medsam_kit.io.geometry import Geometry
+from medsam_kit.io.validate import check_intensities
 from medsam_kit.io.volume import Volume
 from medsam_kit.prompts.types import BoxPrompt, PointPrompts, PromptSet, SlicePrompts
 from medsam_kit.prompts.user_file import parse_prompts
@@ -186,14 +187,20 @@ class Segmenter:
 
         Returns:
             :class:`SegmentationResult` with ``labels`` ``(Z, Y, X)`` uint8 on the input grid.
+
+        Raises:
+            ValueError: a wrong shape, NaN / infinite voxels, non-real voxels or values beyond float32
+                (:func:`medsam_kit.io.check_intensities`), prompts outside the volume.
         """
         if isinstance(volume, Volume):
             array, geometry = volume.array, volume.geometry
+            source = volume.meta.get("filename") or volume.meta.get("path") or "the input volume"
         else:
-            array, geometry = np.asarray(volume), geometry or Geometry()
+            array, geometry, source = np.asarray(volume), geometry or Geometry(), "the input volume"
         image = array[None] if array.ndim == 3 else array
         if image.ndim != 4:
             raise ValueError(f"volume must be (Z, Y, X) or (C, Z, Y, X), got shape {array.shape}")
+        check_intensities(image, source)  # NaN would spread through min-max scaling into every slice
         shape = tuple(image.shape[1:])
         prompt_set = None if prompts is None else self._prompt_set(prompts, shape, geometry)
 
@@ -249,6 +256,7 @@ class Segmenter:
         Returns:
             ``(Y, X)`` bool mask. Repeated calls on the same slice reuse its embedding.
         """
+        check_intensities(image, "the input slice")
         image = np.asarray(image, dtype=np.float32)
         image = image[None] if image.ndim == 2 else image
         if image.ndim != 3:

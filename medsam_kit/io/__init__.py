@@ -19,12 +19,20 @@ path                   format                  notes
 folder                   DICOM series, or      DICOM when the folder holds a series;
                          PNG/TIFF slices       otherwise 2D slices stacked in natural order
 =====================  ======================  =============================================
+
+Reading is guarded against crafted and damaged files: NIfTI / NRRD / MetaImage headers are checked
+before ITK sees them (:mod:`medsam_kit.io.validate`: axis count, sizes, bytes), declared sizes of
+every format that states one are held to :func:`max_volume_bytes` (``MEDSAM_MAX_VOLUME_BYTES``,
+default 16 GiB), and compressed voxels are checked against their checksum
+(:mod:`medsam_kit.io.integrity`). :func:`check_intensities` is the shared check of voxel values
+(real, finite, within float32) for code that feeds a model.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +40,15 @@ import numpy as np
 from medsam_kit.io import _dicom, _hdf5, _png, _sitk, _tiff
 from medsam_kit.io.atomic import atomic_dir, atomic_path, atomic_write_text, publish_mode
 from medsam_kit.io.geometry import Geometry
+from medsam_kit.io.headers import detached_data_names
+from medsam_kit.io.integrity import verify_compressed
+from medsam_kit.io.validate import VolumeTooLargeError, check_file_header, check_intensities, max_volume_bytes
 from medsam_kit.io.volume import Volume
 
 __all__ = [
     "Geometry", "Volume", "read_volume", "write_volume", "volume_format", "strip_volume_suffix",
     "VOLUME_SUFFIXES", "atomic_path", "atomic_dir", "atomic_write_text", "read_image_header",
+    "check_intensities", "max_volume_bytes", "VolumeTooLargeError",
 ]
 
 _FORMATS = {
@@ -72,7 +84,8 @@ def strip_volume_suffix(name: str) -> str:
 
 
 def _natural_key(path: Path) -> list:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+    # ASCII digits only: "²" is a digit to str.isdigit but not to int()
+    return [int(t) if t.isascii() and t.isdigit() else t.lower() for t in re.split(r"([0-9]+)", path.name)]
 
 
 def _read_slice_folder(folder: Path) -> Volume:
@@ -106,7 +119,10 @@ def read_volume(path: str | os.PathLike, key: str | None = None) -> Volume:
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: unknown format or an unreadable/corrupt file (message names the file).
+        ValueError: unknown format or an unreadable/corrupt file (message names the file): a header
+            ITK cannot safely read (checked before ITK sees it), more bytes than
+            :func:`max_volume_bytes` (:class:`VolumeTooLargeError`), compressed data failing its
+            checksum.
     """
     path = Path(path)
     if not path.exists():
@@ -118,6 +134,9 @@ def read_volume(path: str | os.PathLike, key: str | None = None) -> Volume:
                 return _dicom.read(path, key)
             return _read_slice_folder(path)
         if fmt in ("nifti", "nrrd", "mha"):
+            header = check_file_header(path, fmt)
+            if header is not None:
+                verify_compressed(path, header)  # NIfTI: checked while nibabel reads it
             return _sitk.read(path)
         if fmt == "tiff":
             return _tiff.read(path)
@@ -129,6 +148,8 @@ def read_volume(path: str | os.PathLike, key: str | None = None) -> Volume:
     except Exception as exc:  # corrupt/truncated files raise many library-specific types
         if isinstance(exc, ValueError) and str(path) in str(exc):
             raise  # already names the file
+        if fmt == "nifti":
+            verify_compressed(path, None)  # a failed gzip check explains the failure better
         raise ValueError(f"{path}: cannot read as {fmt}: {_short_error(exc)}; is the file complete?") from exc
 
 
@@ -144,17 +165,28 @@ def read_image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], Geometr
     """Shape (as :func:`read_volume` would return it) and geometry, without reading pixels.
 
     Only for SimpleITK formats (NIfTI/NRRD/MHA); returns None for others (read them instead).
+
+    Raises:
+        ValueError: a header ITK cannot safely read, or more bytes than :func:`max_volume_bytes`
+            (:class:`VolumeTooLargeError`); messages name the file.
     """
     import SimpleITK as sitk
 
     path = Path(path)
-    if volume_format(path) not in ("nifti", "nrrd", "mha"):
+    fmt = volume_format(path)
+    if fmt not in ("nifti", "nrrd", "mha"):
         return None
+    try:
+        check_file_header(path, fmt)
+    except (OSError, EOFError, zlib.error) as exc:  # unreadable, or a corrupt .nii.gz stream
+        raise ValueError(f"{path}: cannot read header: {_short_error(exc)}") from exc
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
+        if fmt == "nifti":
+            verify_compressed(path, None)  # a failed gzip check explains the failure better
         raise ValueError(f"{path}: cannot read header: {_short_error(exc)}") from exc
     return _sitk.header_info(reader)
 
@@ -219,7 +251,7 @@ def _write_detached_header(path: Path, volume: Volume, compress: bool) -> None:
     import tempfile
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    old_data = _detached_data_names(path) if path.exists() else set()
+    old_data = detached_data_names(path) if path.exists() else set()
     stem = f"{path.stem}.{os.urandom(4).hex()}" if path.exists() else path.stem
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -233,16 +265,6 @@ def _write_detached_header(path: Path, volume: Volume, compress: bool) -> None:
         os.replace(header, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    referenced = _detached_data_names(path)
+    referenced = detached_data_names(path)
     for name in old_data - referenced:
         (path.parent / name).unlink(missing_ok=True)
-
-
-def _detached_data_names(header: Path) -> set[str]:
-    """File names a MHD (``ElementDataFile``) or NHDR (``data file``) header refers to."""
-    names = set()
-    for line in header.read_text(errors="replace").splitlines():
-        key, sep, value = line.partition("=") if header.suffix.lower() == ".mhd" else line.partition(":")
-        if sep and key.strip().lower() in ("elementdatafile", "data file", "datafile"):
-            names.add(Path(value.strip()).name)
-    return names

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from medsam_kit.io.geometry import Geometry
+from medsam_kit.io.validate import check_volume_size
 from medsam_kit.io.volume import Volume
 
 
@@ -34,6 +35,8 @@ def read(path: Path, key: str | None = None) -> Volume:
         if key not in f or not isinstance(f[key], h5py.Dataset):
             raise KeyError(f"{path}: no dataset '{key}' (found {dataset_keys(path)})")
         dataset = f[key]
+        # h5py allocates the declared shape before reading: a tiny file can declare terabytes
+        check_volume_size(dataset.shape, dataset.dtype.itemsize, f"{path} (dataset '{key}')")
         array = dataset[()]
         attrs = dataset.attrs
         if "spacing" in attrs:

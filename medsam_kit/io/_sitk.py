@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from medsam_kit.io.geometry import Geometry
+from medsam_kit.io.integrity import drain_gzip, verify_compressed
 from medsam_kit.io.volume import Volume
 
 # Pixel types SimpleITK writes for each numpy dtype (bool is stored as uint8).
@@ -60,6 +62,29 @@ def image_from_array(array: np.ndarray, geometry: Geometry, vector: bool) -> sit
     return image
 
 
+def _nifti_voxels(path: Path) -> np.ndarray:
+    """nibabel's voxel array, ``(X, Y, Z[, T])``; a ``.nii.gz`` is read to its end to check its CRC.
+
+    nibabel stops reading a gzip stream at the last voxel, so the trailer (CRC-32 and length) is never
+    checked and a flipped bit reads as different voxels. Reading through our own gzip stream and then
+    draining it checks the trailer in the same pass (one inflation, not two).
+    """
+    import nibabel
+
+    if not path.name.lower().endswith(".gz"):
+        return np.asanyarray(nibabel.load(path).dataobj)
+    with gzip.open(path, "rb") as stream:
+        first = stream.read(4)
+        stream.seek(0)
+        image_class = nibabel.Nifti2Image if 540 in {int.from_bytes(first, o) for o in ("little", "big")} \
+            else nibabel.Nifti1Image
+        image = image_class.from_stream(stream)
+        array = np.asanyarray(image.dataobj)
+        # A NIfTI file ends with its voxels; allow some padding, not a bomb.
+        drain_gzip(stream, path, limit=max(1 << 20, array.nbytes))
+    return array
+
+
 def _read_nifti(path: Path) -> Volume:
     """NIfTI: geometry from ITK's header reader, voxels from nibabel.
 
@@ -68,16 +93,17 @@ def _read_nifti(path: Path) -> Volume:
     values and raises on truncation; ITK stays the source of geometry so every format shares
     ITK's LPS conventions (sform/qform choice included).
     """
-    import nibabel
-
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
     if reader.GetNumberOfComponents() > 1 or reader.GetDimension() > 4:
+        verify_compressed(path, None)  # ITK does not check the gzip CRC either
         return _read_with_sitk(path)  # vector NIfTI (intent codes): rare, ITK handles the layout
     try:
-        array = np.asanyarray(nibabel.load(path).dataobj)
+        array = _nifti_voxels(path)
     except (EOFError, OSError, zlib.error) as exc:
+        if path.name.lower().endswith(".gz"):
+            verify_compressed(path, None)  # a corrupt stream explains it: say so
         raise ValueError(f"{path}: truncated or corrupt NIfTI ({str(exc).splitlines()[0]}); re-copy or re-export it") \
             from exc
     array = np.ascontiguousarray(array.T)  # nibabel (X, Y, Z[, T]) -> (([T,] Z, Y, X)

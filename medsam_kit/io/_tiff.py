@@ -14,6 +14,7 @@ import numpy as np
 import tifffile
 
 from medsam_kit.io.geometry import Geometry
+from medsam_kit.io.validate import check_volume_size
 from medsam_kit.io.volume import Volume
 
 _GEOMETRY_KEY = "medsam_kit_geometry"
@@ -54,6 +55,8 @@ def _fallback_geometry(tif: tifffile.TiffFile) -> Geometry | None:
 
 def read(path: Path) -> Volume:
     with tifffile.TiffFile(path) as tif:
+        if tif.series:  # the declared size, checked before tifffile allocates it
+            check_volume_size(tif.series[0].shape, tif.series[0].dtype.itemsize, path)
         array = tif.asarray()
         meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
         geometry = Geometry.from_json(meta[_GEOMETRY_KEY]) if _GEOMETRY_KEY in meta else _fallback_geometry(tif)

@@ -5,9 +5,10 @@ its suffix (``.nrrd``, ``.nii``, ``.nii.gz``, ``.mha``); the bytes are stored by
 name it chooses in a private temporary folder, so no request can name a server-side path. Formats
 whose header may point at another file are refused: detached ``.nhdr`` / ``.mhd`` by suffix, and an
 attached-looking ``.nrrd`` / ``.mha`` whose header still names a data file (``data file:``,
-``ElementDataFile = /etc/...``) by reading the header before any reader sees it. The header's
-shape is checked against the server's memory bound before the voxels are read, so a small gzip
-file cannot expand into gigabytes. Every problem is an :class:`~medsam_kit.serve.errors.ApiError`
+``ElementDataFile = /etc/...``) by reading the header before any reader sees it, with lines split as
+the readers split them (:mod:`medsam_kit.io.headers`). The header's shape is checked against the
+server's memory bound before the voxels are read, so a small gzip file cannot expand into gigabytes,
+and compressed voxels must pass their checksum. Every problem is an :class:`~medsam_kit.serve.errors.ApiError`
 with a one-line reason that names the client's file name, never the temporary path.
 
 Results (:func:`encode_labels`): a ``(Z, Y, X)`` uint8 label map with the uploaded volume's geometry
@@ -26,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from medsam_kit.io import Geometry, Volume, read_image_header, read_volume, write_volume
-from medsam_kit.serve.errors import ApiError
+from medsam_kit.io.headers import HEADER_LIMIT, control_character, parse_metaimage_header, parse_nrrd_header
+from medsam_kit.io.validate import VolumeTooLargeError, check_intensities
+from medsam_kit.serve.errors import ApiError, quoted
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,6 @@ UPLOAD_SUFFIXES = (".nii.gz", ".nrrd", ".nii", ".mha")
 _DETACHED = (".nhdr", ".mhd", ".hdr", ".img", ".raw")
 #: Result formats: ``output`` query value -> file name in ``Content-Disposition``.
 OUTPUT_FILES = {"seg.nrrd": "labels.seg.nrrd", "nrrd": "labels.nrrd", "nifti": "labels.nii.gz"}
-_HEADER_LIMIT = 1 << 20  # bytes of text header scanned for data-file references
 _MODEL_BYTES_PER_VOXEL = 4  # the Segmenter works on a float32 copy of every channel
 
 
@@ -56,35 +58,44 @@ def upload_suffix(filename: str) -> str:
                         f"{', '.join(UPLOAD_SUFFIXES)} (the filename query parameter picks the reader)")
 
 
-def _header_lines(path: Path, stop_at_blank: bool) -> list[str]:
-    """Text lines at the start of ``path`` (at most ``_HEADER_LIMIT`` bytes; up to the first blank line)."""
-    with open(path, "rb") as handle:
-        lines = handle.read(_HEADER_LIMIT).decode("latin-1").splitlines()
-    if stop_at_blank and "" in lines:
-        lines = lines[: lines.index("")]  # NRRD: the header ends at the first empty line
-    return lines
-
-
 def check_self_contained(path: Path, suffix: str, filename: str) -> None:
-    """Refuse an NRRD / MetaImage upload whose header names another file to read the voxels from."""
+    """Refuse an NRRD / MetaImage upload whose header names another file to read the voxels from.
+
+    The header is parsed the way the readers split it (:mod:`medsam_kit.io.headers`), and anything the
+    readers might split differently is refused too: control bytes other than tab and line ends, a
+    MetaImage line with a lone carriage return, lines that are neither fields nor comments, a header
+    that does not end within the first MiB.
+    """
+    if suffix not in (".nrrd", ".mha"):
+        return
+    shown = repr(_short(filename))
+    with open(path, "rb") as handle:
+        data = handle.read(HEADER_LIMIT)
+        at_eof = not handle.read(1)
     if suffix == ".nrrd":
-        lines = _header_lines(path, stop_at_blank=True)
-        if not lines or not lines[0].startswith("NRRD"):
-            raise ApiError(400, f"{_short(filename)!r} is not an NRRD file (no 'NRRD000x' magic line)")
-        for line in lines[1:]:
-            key, sep, _ = line.partition(":")
-            if sep and not line[len(key) + 1:].startswith("=") and key.strip().lower() in ("data file", "datafile"):
-                raise ApiError(415, f"{_short(filename)!r}: the NRRD header names a detached data file; send a "
-                                    f"single .nrrd with the voxels inside")
-    elif suffix == ".mha":
-        for line in _header_lines(path, stop_at_blank=False):
-            key, sep, value = line.partition("=")
-            if sep and key.strip().lower() == "elementdatafile":
-                if value.strip().upper() != "LOCAL":
-                    raise ApiError(415, f"{_short(filename)!r}: the MetaImage header names a detached data file; "
-                                        f"send a .mha with 'ElementDataFile = LOCAL'")
-                return
-        raise ApiError(400, f"{_short(filename)!r} is not a MetaImage file (no ElementDataFile line in its header)")
+        try:
+            header = parse_nrrd_header(data, at_eof)
+        except ValueError:
+            raise ApiError(400, f"{shown} is not an NRRD file (no 'NRRD000x' magic line)") from None
+    else:
+        header = parse_metaimage_header(data, at_eof)
+    if header.data_files():
+        fix = "a single .nrrd with the voxels inside" if suffix == ".nrrd" else "a .mha with 'ElementDataFile = LOCAL'"
+        raise ApiError(415, f"{shown}: the header names a detached data file; send {fix}")
+    if header.control_lines:
+        bad = control_character(header.control_lines[0])
+        raise ApiError(400, f"{shown}: a header line holds the control character {bad!r}; send a header of printable "
+                            f"text lines")
+    if header.lone_cr:
+        raise ApiError(400, f"{shown}: a header line holds a lone carriage return; end header lines with \\n or \\r\\n")
+    if header.malformed:
+        raise ApiError(400, f"{shown}: header line {_short(header.malformed[0], 40)!r} is neither a field nor a "
+                            f"comment; the header is corrupt")
+    if not header.complete:
+        if suffix == ".mha":
+            raise ApiError(400, f"{shown} is not a MetaImage file (no ElementDataFile line in its header)")
+        raise ApiError(400, f"{shown}: the NRRD header has no end (an empty line) in its first "
+                            f"{HEADER_LIMIT >> 20} MiB; send a complete .nrrd file")
 
 
 def _unreadable(exc: Exception, path: Path, filename: str) -> ApiError:
@@ -124,6 +135,9 @@ def read_upload(path: Path, filename: str, accepted_channels: Sequence[int], max
     check_self_contained(path, suffix, filename)
     try:
         header = read_image_header(path)
+    except VolumeTooLargeError as exc:  # over the io layer's bound, which is above any server's
+        raise ApiError(413, f"{_short(filename)!r} declares {exc.nbytes / 2**20:.0f} MiB of voxels, over the server's "
+                            f"memory bound of {max_bytes / 2**20:.0f} MiB (--max-memory-mb)") from None
     except Exception as exc:  # any library error on client bytes means a bad file
         raise _unreadable(exc, path, filename) from None
     if header is not None:
@@ -139,23 +153,17 @@ def read_upload(path: Path, filename: str, accepted_channels: Sequence[int], max
     try:
         volume = read_volume(path)
     except Exception as exc:  # corrupt files raise many library-specific types
-        log.debug("upload %s unreadable", filename, exc_info=True)
+        log.debug("upload %s unreadable", quoted(filename), exc_info=True)
         raise _unreadable(exc, path, filename) from None
     array = volume.array
     if array.dtype == bool:
         array = array.astype(np.uint8)
-    if array.dtype.kind not in "iuf":
-        raise ApiError(422, f"{_short(filename)!r} holds {array.dtype} voxels; send real-valued (integer or float) "
-                            f"intensities")
     if min(array.shape) < 1:
         raise ApiError(422, f"{_short(filename)!r} is empty (shape {list(array.shape)})")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise ApiError(422, f"{_short(filename)!r} holds NaN or infinite voxels; replace them (e.g. by the minimum) "
-                            f"before sending")
-    if array.dtype.kind == "f" and array.dtype.itemsize > 4 and np.abs(array).max() > np.finfo(np.float32).max:
-        # the model works in float32: these voxels would become infinite there and every result NaN-driven
-        raise ApiError(422, f"{_short(filename)!r} holds voxel values beyond the float32 range (|v| > 3.4e38); "
-                            f"rescale the intensities before sending")
+    try:
+        check_intensities(array, repr(_short(filename)))
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
     _check_channels(1 if array.ndim == 3 else array.shape[0], accepted_channels, filename)
     return Volume(array, volume.geometry, {"format": volume.meta.get("format"), "filename": _short(filename)})
 
