@@ -7,7 +7,8 @@ model never runs in the client, so Slicer's Python needs no PyTorch.
 Modules: :mod:`.app` (:func:`create_app`, the endpoints, auth, error handling), :mod:`.sessions`
 (uploaded volumes, LRU under a memory bound), :mod:`.runner` (the model lock and embedding
 bookkeeping), :mod:`.files` (upload checks, label-map files incl. Slicer ``.seg.nrrd``),
-:mod:`.colors` (the label palette), :mod:`.schemas` (response models of the OpenAPI schema).
+:mod:`.colors` (the label palette), :mod:`.schemas` (response models of the OpenAPI schema),
+:mod:`.guard` (Host / Origin checks against DNS rebinding and cross-site requests).
 
     from medsam_kit.infer import Segmenter
     from medsam_kit.serve import create_app

@@ -19,12 +19,15 @@ and ``X-MedSAM-Stats`` (``{"seconds", "encoded_slices"}``: the encoder work this
 0 when every slice it needed was already embedded, the interactive case).
 
 Safety: with a ``token`` every ``/v1`` request but health needs ``Authorization: Bearer <token>``
-(401 otherwise); :func:`check_bind` refuses a non-loopback address without one. Uploads are size
+(401 otherwise); :func:`check_bind` refuses a non-loopback address without one. Every request must name
+the server in ``Host`` and must not come from another web page (``Origin``, ``Sec-Fetch-Site``) unless
+allowed: 403 otherwise (:mod:`medsam_kit.serve.guard`: DNS rebinding, CSRF). Uploads are size
 checked from ``Content-Length`` and while streaming, stored under server-chosen names and read with
 :func:`medsam_kit.io.read_volume` (see :mod:`medsam_kit.serve.files`); prompt documents are limited
 to 1 MiB and validated by :func:`medsam_kit.prompts.parse_prompts`. Every refusal is a 4xx with one
 line; an unexpected exception is logged here and answered ``500 {"detail": "internal error: <type>"}``
-without a traceback.
+without a traceback; a client that hangs up mid-request is one log line. Client text (file names,
+paths, headers) reaches log records only through :func:`~medsam_kit.serve.errors.quoted`.
 
 Threading: model endpoints are plain ``def`` (run in the server's thread pool) and meet at the
 :class:`~medsam_kit.serve.runner.ModelRunner` lock; health and info are ``async`` (no locks), so they
@@ -36,28 +39,31 @@ stream the body to disk, and reads the file in the thread pool. Sessions live in
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Query, Request, Security
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from medsam_kit import __version__
 from medsam_kit.prompts import parse_prompts
 from medsam_kit.serve import schemas
 from medsam_kit.serve.colors import label_table
-from medsam_kit.serve.errors import ApiError
+from medsam_kit.serve.errors import ApiError, quoted
 from medsam_kit.serve.files import OUTPUT_FILES, encode_labels, read_upload, upload_suffix
+from medsam_kit.serve.guard import RequestGuard, is_loopback, normalize_origin
 from medsam_kit.serve.runner import ModelRunner
 from medsam_kit.serve.sessions import Session, SessionStore
 
@@ -74,7 +80,7 @@ OutputQuery = Annotated[Output, Query(description="label map file format")]
 Filename = Annotated[str, Query(min_length=1, max_length=255, description="client file name; its suffix (.nrrd, "
                                 ".nii, .nii.gz, .mha) picks the reader")]
 PromptDocument = Annotated[dict[str, Any], Body()]
-_ERRORS = {status: {"model": schemas.ErrorDetail} for status in (400, 401, 404, 413, 415, 422)}
+_ERRORS = {status: {"model": schemas.ErrorDetail} for status in (400, 401, 403, 404, 413, 415, 422)}
 _LABEL_FILE = {
     "description": "label map (uint8, values = label values) on the uploaded volume's grid and geometry",
     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
@@ -85,16 +91,6 @@ _LABEL_FILE = {
                            "schema": {"type": "string"}},
     },
 }
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1); False for anything else."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve to any interface
 
 
 def check_bind(host: str, token: str | None) -> None:
@@ -136,8 +132,8 @@ class _Server:
     def add(self, volume) -> Session:
         session, drop = self.sessions.add(volume)
         self.runner.drop(drop)
-        log.info("volume %s: %s %s, %d open", session.id, volume.meta.get("filename"), volume.spatial_shape,
-                 len(self.sessions))
+        log.info("volume %s: %s %s, %d open", session.id, quoted(volume.meta.get("filename")),
+                 volume.spatial_shape, len(self.sessions))
         return session
 
     def segment(self, volume_id: str, document: dict | None, output: str) -> Response:
@@ -204,9 +200,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         detail = " ".join(str(exc.detail).split())
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        log.info("client disconnected during %s %s", request.method, quoted(request.url.path))
+        return Response(status_code=400)  # uvicorn sends nothing (and logs no access line) to a closed connection
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        log.error("internal error on %s %s", request.method, quoted(request.url.path), exc_info=exc)
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
 
@@ -244,7 +245,8 @@ class _BodyLimit:
 
 # ---------------------------------------------------------------------------- the application
 def create_app(segmenter, *, token: str | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES, model_name: str | None = None) -> FastAPI:
+               max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES, model_name: str | None = None,
+               allowed_hosts: Iterable[str] = (), allowed_origins: Iterable[str] = ()) -> FastAPI:
     """The FastAPI application of HTTP API v1 around one :class:`~medsam_kit.infer.Segmenter`.
 
     Args:
@@ -255,6 +257,12 @@ def create_app(segmenter, *, token: str | None = None, max_upload_bytes: int = D
         max_session_bytes: bound on open volumes + their embeddings; least recently used volumes
             are evicted past it (a later request for one answers 404 "... evicted ...").
         model_name: name shown by ``/v1/info`` (default: the model's registry name).
+        allowed_hosts: ``Host`` names answered besides ``localhost``, ``127.0.0.1`` and ``[::1]`` (any
+            port): the bound address and the names clients use for it; ``"*"`` answers any name. Other
+            names are refused (403), which stops DNS rebinding pages.
+        allowed_origins: web page origins (``scheme://host[:port]``) allowed to send requests, with
+            CORS headers for them. Requests carrying any other ``Origin`` (or a cross-site
+            ``Sec-Fetch-Site``) are refused (403), which stops cross-site request forgery.
 
     Returns:
         The application (``app.state.server`` holds the runner and the session store).
@@ -264,6 +272,12 @@ def create_app(segmenter, *, token: str | None = None, max_upload_bytes: int = D
                   description="Segment uploaded 3D volumes with a SAM-family model (medsam_kit HTTP API v1).")
     app.state.server = server
     app.add_middleware(_BodyLimit, limit=MAX_PROMPT_BYTES)
+    origins = sorted({normalize_origin(origin) for origin in allowed_origins})
+    if origins:  # browsers need CORS answers (and preflights) before a page may read or send with headers
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Content-Disposition", "X-MedSAM-Labels", "X-MedSAM-Stats"])
+    app.add_middleware(RequestGuard, allowed_hosts=list(allowed_hosts), allowed_origins=origins)  # outermost
     _install_error_handlers(app)
     bearer = HTTPBearer(auto_error=False, description="the server's --token")
 
@@ -289,12 +303,13 @@ def create_app(segmenter, *, token: str | None = None, max_upload_bytes: int = D
               responses=_ERRORS, tags=["volumes"], openapi_extra={"requestBody": {
                   "required": True, "description": "the raw bytes of ONE volume file",
                   "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
-    async def upload_volume(request: Request, filename: Filename) -> dict:
+    async def upload_volume(request: Request, filename: Filename) -> dict | Response:
         """Upload one volume (multi-channel: a 4D NIfTI or multi-component NRRD, channels in the model's order)."""
         suffix = upload_suffix(filename)
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.strip().isdigit() or int(declared) > server.max_upload_bytes):
-            if not declared.strip().isdigit():
+        is_count = declared is not None and declared.strip().isascii() and declared.strip().isdigit()  # "²" is a digit
+        if declared is not None and (not is_count or int(declared) > server.max_upload_bytes):
+            if not is_count:
                 raise ApiError(400, f"Content-Length {declared[:40]!r} is not a byte count")
             raise ApiError(413, f"upload of {int(declared)} bytes is over the server's limit of "
                                 f"{server.max_upload_bytes} bytes (--max-upload-mb)")
@@ -302,12 +317,16 @@ def create_app(segmenter, *, token: str | None = None, max_upload_bytes: int = D
         try:
             path, size = folder / f"upload{suffix}", 0
             with open(path, "wb") as handle:
-                async for chunk in request.stream():  # small blocking writes: the page cache absorbs them
-                    size += len(chunk)
-                    if size > server.max_upload_bytes:
-                        raise ApiError(413, f"upload is over the server's limit of {server.max_upload_bytes} bytes "
-                                            f"(--max-upload-mb)")
-                    handle.write(chunk)
+                try:
+                    async for chunk in request.stream():  # small blocking writes: the page cache absorbs them
+                        size += len(chunk)
+                        if size > server.max_upload_bytes:
+                            raise ApiError(413, f"upload is over the server's limit of {server.max_upload_bytes} "
+                                                f"bytes (--max-upload-mb)")
+                        handle.write(chunk)
+                except ClientDisconnect:  # a cancelled upload or a lost network: not a server error
+                    log.warning("client disconnected during upload of %s after %d bytes", quoted(filename), size)
+                    return Response(status_code=400)  # never sent: the connection is gone
             if size == 0:
                 raise ApiError(400, "empty body; send the volume file's bytes with Content-Type: "
                                     "application/octet-stream")

@@ -1,4 +1,4 @@
-"""The one error type of the server: an HTTP status and a one-line reason for the client."""
+"""The one error type of the server (an HTTP status and a one-line reason), and :func:`quoted` client text."""
 
 from __future__ import annotations
 
@@ -16,3 +16,13 @@ class ApiError(Exception):
         super().__init__(detail)
         self.status = int(status)
         self.detail = " ".join(str(detail).split())  # one line, whatever the source message held
+
+
+def quoted(text: object, limit: int = 120) -> str:
+    """``repr`` of client-controlled text for log records and messages: one line, at most ~``limit`` characters.
+
+    ``repr`` escapes newlines, carriage returns, terminal escapes (``\\x1b``) and every other non-printable
+    character, so a file name, path or header cannot forge or hide log lines.
+    """
+    text = str(text)
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")

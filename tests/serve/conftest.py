@@ -40,13 +40,16 @@ def make_segmenter(tiny_model):
 
 @pytest.fixture
 def make_client(make_segmenter):
-    """``make_client(segmenter=None, token=TOKEN, **create_app_kwargs) -> TestClient`` (5xx come back as responses)."""
+    """``make_client(segmenter=None, token=TOKEN, **create_app_kwargs) -> TestClient`` (5xx come back as responses).
+
+    Requests go to ``http://127.0.0.1:8000`` (Host ``127.0.0.1:8000``): the server refuses unknown Host names.
+    """
     from fastapi.testclient import TestClient
 
     from medsam_kit.serve import create_app
 
     def make(segmenter=None, token: str | None = TOKEN, **kwargs) -> TestClient:
         app = create_app(segmenter or make_segmenter(), token=token, **kwargs)
-        return TestClient(app, raise_server_exceptions=False)
+        return TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
 
     return make

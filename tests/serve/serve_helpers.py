@@ -48,11 +48,15 @@ def box_prompt(k: int, box, label: str = "liver") -> dict:
 
 
 @contextmanager
-def live_server(app) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free loopback port in a thread; yields its base URL."""
+def live_server(app, **config) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free loopback port in a thread; yields its base URL.
+
+    ``config``: more ``uvicorn.Config`` arguments (e.g. ``log_config=None, log_level="info"`` to see its logs).
+    """
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    options = {"log_level": "warning", "lifespan": "off", **config}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -66,3 +70,28 @@ def live_server(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def captured_logs(*names: str) -> Iterator[list]:
+    """Every record of the named loggers (and their children) while the block runs, at DEBUG.
+
+    A handler on the loggers themselves, not the root: uvicorn's default logging setup stops its loggers
+    from propagating, so pytest's ``caplog`` would miss them once any live server has run.
+    """
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)

@@ -174,7 +174,7 @@ _BAD_PROMPTS = {
         "1": {"points": [list(OBLIQUE.index_to_world([5, 5, 3]))]}}}}, "voxels from slice 1"),
     "unknown label": (box_prompt(1, (1, 1, 5, 5), label="livr"), "did you mean 'liver'"),
     "background": (box_prompt(1, (1, 1, 5, 5), label="background"), "is the background"),
-    "huge integer": (box_prompt(1, (1, 1, 5, 10**400)), "cannot be used as a coordinate"),
+    "huge integer": (box_prompt(1, (1, 1, 5, 10**400)), "(4 finite numbers), found"),
     "not an object": ([1, 2, 3], "body"),
     "unknown key": ({"coordinates": "voxel", "labels": {}, "extra": 1}, "unknown top-level key"),
 }

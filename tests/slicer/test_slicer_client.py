@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import socket
 import threading
 import time
@@ -165,6 +166,40 @@ def test_server_down_timeout_and_foreign_server_are_told_apart():
     for bad in ("", "ftp://host:21", "http://host:8000/?x=1"):
         with pytest.raises(MedSAMKitError, match="URL"):
             MedSAMKitClient(bad)
+
+
+def test_the_server_answers_the_client_under_localhost(server_url):
+    # the client sends Host localhost:PORT and no Origin: the server's DNS rebinding / CSRF checks let it in
+    port = server_url.rsplit(":", 1)[1]
+    info = MedSAMKitClient(f"http://localhost:{port}", TOKEN, timeout=30).info()
+    assert info.model_name == "tiny-test"
+
+
+def test_a_refused_host_name_says_how_to_fix_it():
+    detail = ("Host 'gpu-box:8000' is not a name of this server (a DNS rebinding page?); connect to 127.0.0.1, or "
+              "start the server with --allowed-host gpu-box to answer to that name")
+
+    class Refusing(http.server.BaseHTTPRequestHandler):  # what medsam-kit serve answers to an unknown Host name
+        def do_GET(self):  # noqa: N802 - http.server's handler name
+            body = json.dumps({"detail": detail}).encode()
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), Refusing)
+    _Thread(other.serve_forever)
+    try:
+        with pytest.raises(MedSAMKitError, match=r"HTTP 403\): Host 'gpu-box:8000' .* --allowed-host") as caught:
+            MedSAMKitClient(f"http://127.0.0.1:{other.server_address[1]}", TOKEN).info()
+        assert caught.value.kind == "http" and caught.value.status == 403 and "SSH tunnel" in str(caught.value)
+    finally:
+        other.shutdown()
+        other.server_close()
 
 
 # ---------------------------------------------------------------------------------- volume round trip

@@ -383,6 +383,8 @@ class MedSAMKitClient:
         detail = detail or err.reason or "no reason given"
         hints = {
             401: "set the token the server was started with (--token)",
+            403: "connect with a name the server answers to (its --host address, or 127.0.0.1 through an SSH "
+                 "tunnel), or start the server with --allowed-host NAME",
             404: "the server no longer has this volume (evicted or restarted); it is uploaded again on the next try",
             413: "the volume is over the server's upload limit; crop it or start the server with a larger "
                  "--max-upload-mb",
