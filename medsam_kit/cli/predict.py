@@ -8,6 +8,12 @@ Three kinds of ``--input``:
 * a raw dataset root with ``--dataset NAME`` (automatic for a run whose plan has several channels
   when the folder holds case folders, not volume files): the dataset adapter finds the cases and
   each case's channels are stacked in the plan's channel order.
+
+Before anything is segmented, every file the run would write (labels, sidecar, probability maps,
+overlay, and the data file of an MHD / NHDR header) is checked: one that is a file predict reads
+(inputs and an MHD / NHDR input's data file, prompt files, the checkpoint or run folder) stops the
+run whatever the options; one that already exists stops a single volume and skips that case of a
+batch, unless ``--overwrite``. A stopped batch therefore resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -42,6 +48,13 @@ inputs and outputs:
   Next to each label file: <case>.json (label values and names, mode, geometry),
   with --probabilities <case>_prob_<name>.nii.gz, with --overlay <case>_overlay.png.
   Labels are on the input's grid with its spacing / origin / direction.
+
+existing files:
+  predict never writes onto a file it reads (an input or the data file of an .mhd / .nhdr input,
+  a prompt file, the checkpoint or a --run file): it stops before segmenting anything, even with
+  --overwrite. An existing output is replaced only with --overwrite; without it one volume stops
+  with an error and a batch (folder or dataset root) skips the cases whose outputs exist
+  ("skipped N existing outputs"), so running a stopped batch again finishes it.
 
 prompts:
   without --prompts every volume is segmented automatically (coarse head -> PCSW prompts
@@ -82,17 +95,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
     parser.add_argument("--overlay", action="store_true", help="also write a PNG montage of labelled slices")
     parser.add_argument("--probabilities", action="store_true", help="also write per-class probability maps")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files (default: a single volume stops with an error, a batch "
+                             "skips the cases already written); never allows writing onto an input")
     parser.set_defaults(func=run)
 
 
 @dataclass
 class _Job:
-    """One volume to segment: ``name`` names its output / prompt files, ``label`` the progress line."""
+    """One volume to segment: ``name`` names its output / prompt files, ``label`` the progress line,
+    ``files`` the files (or DICOM / slice folders) it reads."""
 
     name: str
     label: str
     source: str
     load: Callable[[], object]  # -> medsam_kit.io.Volume
+    files: tuple[Path, ...] = ()
 
 
 def _volume_files(path: Path) -> list[Path]:
@@ -273,7 +291,7 @@ def _stack_channels(paths: Sequence[Path]):
 def _channel_job(paths: list[Path], segmenter) -> _Job:
     _check_channel_count(len(paths), segmenter, f"--input ({len(paths)} files)")
     name = _common_name(paths)
-    return _Job(name, name, ", ".join(str(p) for p in paths), lambda: _stack_channels(paths))
+    return _Job(name, name, ", ".join(str(p) for p in paths), lambda: _stack_channels(paths), tuple(paths))
 
 
 # ---------------------------------------------------------------------------- dataset roots
@@ -314,8 +332,8 @@ def _dataset_jobs(root: Path, name: str, segmenter) -> tuple[list[_Job], list]:
         detail = f" ({problems[0].message})" if problems else ""
         raise FileNotFoundError(f"--input {root}: no usable {name} cases{detail}")
     order = _channel_order(adapter.spec(root).channel_names, segmenter, f"{name} cases in {root}")
-    jobs = [_Job(r.case_id, r.case_id, ", ".join(str(f) for f in r.image_files),
-                 lambda r=r: _load_case(r, order)) for r in records]
+    jobs = [_Job(r.case_id, r.case_id, ", ".join(str(f) for f in r.image_files), lambda r=r: _load_case(r, order),
+                 (*map(Path, r.image_files), *([Path(r.label_file)] if r.label_file else []))) for r in records]
     return jobs, problems
 
 
@@ -333,7 +351,7 @@ def _jobs(args: argparse.Namespace, segmenter) -> tuple[list[_Job], bool, list]:
         return jobs, len(jobs) == 1, problems
     cases = _inputs(path)
     single = len(cases) == 1 and (path.is_file() or cases[0] == path)
-    jobs = [_Job(strip_volume_suffix(c.name), c.name, str(c), lambda c=c: read_volume(c)) for c in cases]
+    jobs = [_Job(strip_volume_suffix(c.name), c.name, str(c), lambda c=c: read_volume(c), (c,)) for c in cases]
     return jobs, single, []
 
 
@@ -341,6 +359,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from medsam_kit.infer.output import write_result
+    from medsam_kit.io import check_intensities
     from medsam_kit.prompts import load_prompt_file
 
     if args.dataset is not None and len(args.input) != 1:
@@ -355,22 +374,135 @@ def run(args: argparse.Namespace) -> int:
     if not single and _names_file(args.output):
         raise ValueError(f"--output {args.output} names a file but --input holds {len(jobs)} volumes; give an "
                          f"output folder")
+    if args.prompts is not None and args.prompts.is_file() and not single:
+        _prompt_file(jobs[0].name, args.prompts, single)  # raises: one prompt file for several volumes
+    outputs = _check_outputs(args, jobs, single, segmenter)
+    todo = [job for job in jobs if job.name not in outputs.existing]
+    if outputs.existing:
+        count = len(outputs.existing)
+        print(f"medsam-kit predict: skipped {count} existing output{'s' if count != 1 else ''} (use --overwrite "
+              f"to redo {'them' if count != 1 else 'it'})", file=sys.stderr)
     with progress_bar("predict", unit="volume") as progress:
-        for n, job in enumerate(jobs):
+        for n, job in enumerate(todo):
             volume = job.load()
+            check_intensities(volume.array, job.source)  # NaN / Inf refused with the file's name
             prompt_path = _prompt_file(job.name, args.prompts, single)
             prompts = None
             if prompt_path is not None:
                 prompts = load_prompt_file(prompt_path, volume.spatial_shape, volume.geometry, segmenter.label_names)
             result = segmenter.segment_volume(volume, prompts, return_probabilities=args.probabilities)
-            out = _output_for(job.name, args.output, single)
+            out = outputs.labels[job.name]
             write_result(out, result, image=volume.array, probabilities=args.probabilities, overlay=args.overlay,
                          source=job.source)
-            progress(n + 1, len(jobs))
+            progress(n + 1, len(todo))
             print(f"{job.label}: {result.mode}, labels {[int(v) for v in np.unique(result.labels) if v]} -> {out}")
     for problem in problems:
         print(f"medsam-kit predict: skipped {problem.case_id or problem.file}: {problem.message}", file=sys.stderr)
     return 1 if problems else 0
+
+
+# ---------------------------------------------------------------------------- what is read, what is written
+# The data file SimpleITK gives a detached header it writes, compressed or not (medsam_kit.io.write_volume).
+_WRITTEN_DATA_SUFFIXES = {".mhd": (".raw", ".zraw"), ".nhdr": (".raw", ".raw.gz")}
+
+
+def _header_data_files(header: Path) -> list[Path]:
+    """The data files a MetaImage (``ElementDataFile = x.zraw``) or detached NRRD (``data file: x.raw.gz``)
+    header names; [] for attached files and file lists / patterns (not followed)."""
+    from medsam_kit.io.headers import read_text_header
+
+    if not header.name.lower().endswith((".mhd", ".mha", ".nhdr")):
+        return []
+    try:
+        parsed = read_text_header(header)  # parsed as the readers split lines (medsam_kit.io.headers)
+    except (OSError, ValueError):
+        return []
+    names = parsed.data_files() if parsed is not None else []
+    return [header.parent / name for name in names if name and " " not in name and name.upper() != "LIST"]
+
+
+def _read_files(args: argparse.Namespace, jobs: Sequence[_Job]) -> dict[tuple[int, int], tuple[Path, str]]:
+    """``(device, inode) -> (path, option)`` of every existing file predict reads: each job's inputs (a
+    folder's files, a header's data file), prompt files, the checkpoint, the run folder's files."""
+    from medsam_kit.engine.run import CHECKPOINTS
+
+    sources: list[tuple[Path, str]] = [(path, "--input") for job in jobs for path in job.files]
+    sources += [(path, "--input") for path in args.input]
+    if args.prompts is not None:
+        sources.append((args.prompts, "--prompts"))
+    if getattr(args, "checkpoint", None) is not None:
+        sources.append((args.checkpoint, "--checkpoint"))
+    if getattr(args, "run", None) is not None:
+        sources += [(args.run, "--run"), (args.run / CHECKPOINTS, "--run")]
+    read: dict[tuple[int, int], tuple[Path, str]] = {}
+    for path, option in sources:
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        for file in [*files, *(data for f in files for data in _header_data_files(f))]:
+            try:
+                stat = file.stat()
+            except OSError:
+                continue
+            read.setdefault((stat.st_dev, stat.st_ino), (file, option))
+    return read
+
+
+def _written_files(label_file: Path, args: argparse.Namespace, segmenter) -> list[Path]:
+    """Every file :func:`~medsam_kit.infer.output.write_result` writes for ``label_file``, data files included."""
+    from medsam_kit.infer.output import result_files
+
+    classes = [v for v in segmenter.label_names if v != 0] if args.probabilities else ()
+    files = list(result_files(label_file, segmenter.label_names, probabilities=classes,
+                              overlay=args.overlay).values())
+    for file in list(files):
+        for header, data_suffixes in _WRITTEN_DATA_SUFFIXES.items():
+            if file.name.lower().endswith(header):
+                files += [file.with_name(file.name[:-len(header)] + suffix) for suffix in data_suffixes]
+    return files
+
+
+@dataclass
+class _Outputs:
+    labels: dict[str, Path]  # job name -> label file
+    existing: set[str]  # names of the jobs (of a batch) skipped because their outputs exist
+
+
+def _check_outputs(args: argparse.Namespace, jobs: Sequence[_Job], single: bool, segmenter) -> _Outputs:
+    """Where each job writes; raise (before anything is segmented) when a file it would write is one predict
+    reads, when two jobs would write one file, or when a single volume's output exists without --overwrite."""
+    read = _read_files(args, jobs)
+    labels: dict[str, Path] = {}
+    writers: dict[Path, _Job] = {}
+    existing: set[str] = set()
+    for job in jobs:
+        label_file = _output_for(job.name, args.output, single)
+        if label_file in writers:
+            raise ValueError(f"{writers[label_file].source} and {job.source} would both write {label_file}; "
+                             f"rename one or segment them into different --output folders")
+        writers[label_file] = job
+        labels[job.name] = label_file
+        found = []
+        for file in _written_files(label_file, args, segmenter):
+            try:
+                stat = file.stat()
+            except FileNotFoundError:
+                if os.path.lexists(file):  # a dangling link is an existing name all the same
+                    found.append(file)
+                continue
+            except NotADirectoryError:
+                raise ValueError(f"--output {args.output}: cannot write {file}, a file stands where its folder "
+                                 f"should be; give an output folder, or a label file name ending in .nii.gz") from None
+            if (stat.st_dev, stat.st_ino) in read:
+                source, option = read[(stat.st_dev, stat.st_ino)]
+                raise ValueError(f"--output {args.output} would overwrite the input {source} ({option}) by writing "
+                                 f"{file}; choose another --output")
+            found.append(file)
+        if found and not args.overwrite:
+            if single:
+                what = f"--output {label_file} already exists" if found[0] == label_file else \
+                    f"{found[0]} already exists (written with --output {label_file})"
+                raise FileExistsError(f"{what}; pass --overwrite to replace it, or choose another --output")
+            existing.add(job.name)
+    return _Outputs(labels, existing)
 
 
 def _names_file(path: Path) -> bool:

@@ -1,4 +1,5 @@
-"""``medsam-kit train --config CONFIG [--data DIR] [--out RUN] [--resume]``: train a model into a run folder."""
+"""``medsam-kit train --config CONFIG [--data DIR] [--out RUN] [--resume | --resume-with-changes]``: train a model
+into a run folder."""
 
 from __future__ import annotations
 
@@ -17,7 +18,15 @@ run folder (RUN):
   checkpoints/last.pt    model + optimizer/scheduler/RNG state (for --resume)
   checkpoints/best.pt    best validation mean Dice (validation split, never test)
   metrics.jsonl          one line per step / validation; progress.png; tensorboard/ (if installed)
+  config_changes.jsonl   one line per resume that changed the config (step, old -> new values)
   prepared/              the prepared data, when --data is a raw dataset folder
+
+--resume continues RUN with the config it was trained with: a changed key is refused (the message
+lists them, e.g. optim.lr: 0.001 -> 0.01) except train.steps (train longer or shorter: the cosine
+LR schedule is recomputed for the new length), train.device, data.num_workers,
+train.checkpoint_every, train.val_every, train.val_batch_size and train.validate_at_start.
+--resume-with-changes resumes with any change. Both record what changed in config_changes.jsonl
+and write the new config.yaml. Temporary files a killed save left in RUN are removed at each start.
 
 --data accepts a prepared folder (from `medsam-kit prepare`) or a raw dataset folder of the
 config's data.dataset layout, which is prepared into RUN/prepared first (skipped when up to date).
@@ -52,7 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=None, metavar="RUN",
                         help="run folder (default: runs/<config name>)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in RUN from checkpoints/last.pt (same losses as without a stop)")
+                        help="continue the run in RUN from checkpoints/last.pt (same losses as without a stop); "
+                             "refused when the config changed beyond train.steps / device / bookkeeping keys")
+    parser.add_argument("--resume-with-changes", action="store_true",
+                        help="--resume accepting a config that differs from RUN/config.yaml (e.g. another "
+                             "optim.lr); the changes are recorded in RUN/config_changes.jsonl")
     parser.add_argument("--device", default=None, metavar="DEV",
                         help="cpu, cuda or cuda:N (default: the config's train.device, 'auto' = CUDA if available)")
     parser.add_argument("--steps", type=int, default=None, metavar="N",
@@ -119,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
                 trainer.prepared_dir(progress)
         else:  # waits for rank 0's preparation
             trainer.prepared_dir()
-    result = trainer.fit(resume=args.resume)
+    result = trainer.fit(resume=args.resume or args.resume_with_changes, accept_changes=args.resume_with_changes)
     if not main_rank:
         return 0
     best = "no validation" if result.best_val_dice is None else (

@@ -20,6 +20,13 @@ A config file has these sections (every key optional; defaults below)::
 
 The method section's keys other than ``name`` belong to the method (checked by
 :func:`medsam_kit.methods.get_method` when the config is loaded).
+
+Resuming a run (``medsam-kit train --resume``) compares the config with the run's ``config.yaml``
+(:func:`config_changes`). Only :data:`RESUMABLE_KEYS` may differ: where and how fast the run goes,
+how often it checkpoints and validates, and ``train.steps`` (train longer or shorter; the cosine LR
+schedule is recomputed for the new length, so the remaining steps follow the new curve). Any other
+change is refused unless asked for (``--resume-with-changes``); accepted changes of either kind are
+appended to ``RUN/config_changes.jsonl``.
 """
 
 from __future__ import annotations
@@ -29,11 +36,19 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+#: Config keys a resumed run may change without ``--resume-with-changes`` (see the module docstring).
+RESUMABLE_KEYS = frozenset({
+    "train.steps", "train.device", "train.checkpoint_every", "train.val_every", "train.val_batch_size",
+    "train.validate_at_start", "data.num_workers",
+})
+_PATH_KEYS = ("data.prepared", "data.raw", "model.checkpoint")  # the same file under another spelling is equal
 
 
 @dataclass
@@ -322,3 +337,36 @@ def save_config(config: ExperimentConfig, path: str | os.PathLike) -> Path:
     text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
     atomic_write_text(Path(path), text)
     return Path(path)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, Mapping) or (prefix and not data):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _same(key: str, old: Any, new: Any) -> bool:
+    if old == new:
+        return True
+    if key in _PATH_KEYS and isinstance(old, str) and isinstance(new, str):
+        return Path(old).expanduser().resolve() == Path(new).expanduser().resolve()
+    return False
+
+
+def config_changes(saved: Mapping, config: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
+    """``{"optim.lr": (old, new), ...}``: dotted keys whose value differs between ``saved`` (a run's
+    ``config.yaml`` as plain data) and ``config``; a key missing on one side has the value None there."""
+    new = _flatten(yaml.safe_load(yaml.safe_dump(config.to_dict(), sort_keys=False)))  # tuples -> lists, as saved
+    old = _flatten(saved)
+    return {key: (old.get(key), new.get(key)) for key in [*new, *(k for k in old if k not in new)]
+            if not _same(key, old.get(key), new.get(key))}
+
+
+def format_changes(changes: Mapping[str, tuple[Any, Any]]) -> str:
+    """``"optim.lr: 0.001 -> 0.01, train.seed: 0 -> 3"`` (values as JSON)."""
+    import json
+
+    return ", ".join(f"{key}: {json.dumps(old)} -> {json.dumps(new)}" for key, (old, new) in changes.items())

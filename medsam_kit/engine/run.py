@@ -8,6 +8,7 @@ Layout (the contract between training and inference)::
                                  step, RNG states) for --resume
     RUN/checkpoints/best.pt      medsam_kit checkpoint with the best validation mean Dice
     RUN/metrics.jsonl            one JSON object per optimizer step / validation
+    RUN/config_changes.jsonl     one JSON object per resume that changed the config (step, changes)
     RUN/progress.png             losses and validation Dice
     RUN/tensorboard/             TensorBoard scalars (when the tensorboard package is installed)
 
@@ -19,8 +20,10 @@ Every checkpoint's ``extra`` holds ``dataset``, ``label_names`` ``{int: str}``, 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,10 @@ from medsam_kit.models import model_from_checkpoint, read_checkpoint
 
 CHECKPOINTS = "checkpoints"
 _TB_WARNED = False
+logger = logging.getLogger(__name__)
+# Names medsam_kit.io.atomic.atomic_path gives its temporary files: mkstemp(prefix=".<stem>.",
+# suffix=".tmp<suffix>") with 8 random characters of [a-z0-9_] between them.
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)*")
 
 
 def checkpoint_path(run_dir: str | os.PathLike, which: str = "last") -> Path:
@@ -80,15 +87,13 @@ class RunLog:
         self.writer = _summary_writer(self.run_dir / "tensorboard") if tensorboard else None
 
     def restart(self, step: int) -> None:
-        """Keep the records up to ``step`` (resume: later lines of an interrupted run are dropped)."""
-        records = []
-        if self.metrics_path.is_file():
-            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    record = json.loads(line)
-                    if record.get("step", 0) <= step:
-                        records.append(record)
-        self.records = records
+        """Keep the records up to ``step`` (resume: later lines of an interrupted run are dropped).
+
+        A torn last line (the process was killed while appending it: no final newline, not JSON) is
+        dropped with a warning. Any other line that is not a metrics record raises ``ValueError``
+        naming the file and the line, and leaves the file as it is.
+        """
+        self.records = [r for r in read_metrics(self.metrics_path) if r["step"] <= step]
         self._rewrite()
 
     def _rewrite(self) -> None:
@@ -148,6 +153,56 @@ class RunLog:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (``[]`` when it does not exist); see :meth:`RunLog.restart`."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    torn = lines.pop()  # "" after a final newline; else a line whose append never finished
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            records.append(_metrics_record(path, number, line))
+    if torn.strip():  # NUL bytes (what a crash of the machine can leave past the last write) count as torn
+        try:
+            records.append(_metrics_record(path, len(lines) + 1, torn))
+        except ValueError:
+            logger.warning("%s: dropped the incomplete last line %d (%d bytes; the run was stopped while writing "
+                           "it)", path, len(lines) + 1, len(torn.encode()))
+    return records
+
+
+def _metrics_record(path: Path, number: int, line: str) -> dict[str, Any]:
+    fix = "fix or delete that line (lines after a resumed step are dropped anyway), or start a new run"
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise ValueError(f"{path}: line {number} is not valid JSON ({exc}); {fix}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: line {number} is not a JSON object; {fix}")
+    if type(record.get("step")) is not int or not isinstance(record.get("kind"), str):
+        raise ValueError(f"{path}: line {number} is not a metrics record (needs an integer \"step\" and a "
+                         f"\"kind\"); {fix}")
+    return record
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files an interrupted atomic write (:func:`medsam_kit.io.atomic_path`, e.g. a
+    checkpoint save under kill -9) left directly in ``folder``; returns them. Only for a folder no other
+    process is writing to: a run folder when its run (re)starts."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if _TEMP_NAME.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _summary_writer(folder: Path):

@@ -16,7 +16,10 @@
   with the coarse head (automatic mode), windows of S x S (MONAI sliding window) at the prepared
   spacing as in training; ``best.pt`` follows the best mean Dice.
 * Resume: ``last.pt`` holds model, optimizer, scheduler, scaler, method, step and RNG states; losses
-  after a resume equal those of an uninterrupted run.
+  after a resume equal those of an uninterrupted run. The config must be the run's ``config.yaml``
+  but for :data:`~medsam_kit.engine.config.RESUMABLE_KEYS` (e.g. ``train.steps``, ``train.device``)
+  unless ``fit(accept_changes=True)``; changes are appended to ``config_changes.jsonl``. Every start
+  removes the temporary files a killed checkpoint / metrics write left in the run folder.
 * Unlabeled stream (methods with ``needs_unlabeled = True``): 2D slices of the split's
   ``train_unlabeled`` cases, sample ``i`` seeded by ``(seed + 1, 0, i)``, micro-batch ``m`` takes
   samples ``m*Bu .. m*Bu+Bu-1`` (``Bu = train.unlabeled_batch_size``, default ``train.batch_size``),
@@ -49,7 +52,9 @@ start_step, total_steps)``, ``on_step(step, logs)``, ``on_validation(step, resul
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
+import logging
 import math
 import re
 import time
@@ -59,13 +64,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch.utils.data import DataLoader
 
 from medsam_kit.data.cache import load_prepared, prepare
 from medsam_kit.data.samplers import SliceSampler
 from medsam_kit.engine.augment import SpatialAugment
 from medsam_kit.engine.coarse import PseudoLabelCalibration, coarse_logit_chunks
-from medsam_kit.engine.config import ExperimentConfig, save_config
+from medsam_kit.engine.config import RESUMABLE_KEYS, ExperimentConfig, config_changes, format_changes, save_config
 from medsam_kit.engine.distributed import (
     DistInfo,
     ShardSampler,
@@ -80,8 +86,17 @@ from medsam_kit.engine.distributed import (
 )
 from medsam_kit.engine.intensity import intensity_spec, to_unit, unit_pad_value
 from medsam_kit.engine.metrics import dice_iou
-from medsam_kit.engine.run import RunLog, checkpoint_path, rng_state, set_rng_state
+from medsam_kit.engine.run import (
+    CHECKPOINTS,
+    RunLog,
+    checkpoint_path,
+    remove_stale_temp_files,
+    rng_state,
+    set_rng_state,
+)
 from medsam_kit.models import load_model, load_state_dict_strict, read_checkpoint, save_checkpoint
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -228,8 +243,9 @@ class Trainer:
             return self._prepared
         raise ValueError("the config names no data: set data.prepared or data.raw + data.dataset (or --data DIR)")
 
-    def setup(self, progress=None) -> None:
-        """Load data and split, build the model and method; write config / fingerprint / plan / split."""
+    def setup(self, progress=None, write_config: bool = True) -> None:
+        """Load data and split, build the model and method; write config (unless ``write_config`` is
+        False: a resume writes it once the checkpoint has loaded) / fingerprint / plan / split."""
         cfg = self.config
         self._init_distributed()
         self.shard = shard(cfg.train.batch_size, self.dist, "train.batch_size")
@@ -321,7 +337,8 @@ class Trainer:
         }
         if not self.is_main:
             return
-        save_config(cfg, self.run_dir / "config.yaml")
+        if write_config:
+            save_config(cfg, self.run_dir / "config.yaml")
         for name in ("fingerprint.json", "plan.json", "split.json"):
             text = (prepared_dir / name).read_text(encoding="utf-8")
             target = self.run_dir / name
@@ -422,34 +439,90 @@ class Trainer:
     def _augment(self, batch: dict, micro: int) -> dict:
         return self.augment(batch, micro, self.shard[0], self.config.train.batch_size)
 
-    def fit(self, resume: bool = False, stop_at: int | None = None, progress=None) -> FitResult:
+    def fit(self, resume: bool = False, stop_at: int | None = None, progress=None,
+            accept_changes: bool = False) -> FitResult:
         """Train to ``config.train.steps`` (or stop after step ``stop_at``, as an interruption would).
 
         Args:
             resume: continue from ``RUN/checkpoints/last.pt``.
             stop_at: stop after this step (checkpointing it), leaving the schedule of the full run.
             progress: ``progress(done, total)`` for data preparation from a raw folder.
+            accept_changes: resume even when the config differs from the run's ``config.yaml`` in keys
+                outside :data:`~medsam_kit.engine.config.RESUMABLE_KEYS` (recorded in ``config_changes.jsonl``).
 
         Raises:
             FileExistsError: the run folder already holds a run and ``resume`` is False.
-            ValueError: under torchrun, a batch size the processes cannot share evenly.
+            ValueError: under torchrun, a batch size the processes cannot share evenly; a resume with a
+                changed config without ``accept_changes`` (the message lists the changed keys).
         """
         try:
-            if not resume and checkpoint_path(self.run_dir, "last").is_file():
+            last = checkpoint_path(self.run_dir, "last")
+            if not resume and last.is_file():
                 raise FileExistsError(
                     f"{self.run_dir} already holds a training run; pass --resume to continue it or choose another "
                     "--out"
                 )
-            return self._fit(resume, stop_at, progress)
+            changes = self._resume_changes(accept_changes) if resume and last.is_file() else {}
+            return self._fit(resume, stop_at, progress, changes, accept_changes)
         finally:
             cleanup(self._owns_group)
             self._owns_group = self._dist_ready = False
 
-    def _fit(self, resume: bool, stop_at: int | None, progress) -> FitResult:
-        self.setup(progress)
+    def _resume_changes(self, accept_changes: bool) -> dict:
+        """Differences between the config and the run's ``config.yaml``; raise unless resumable or accepted."""
+        saved = self.run_dir / "config.yaml"
+        if not saved.is_file():
+            return {}
+        how = ("resume with the run's config, start a new run (another --out), or pass --resume-with-changes "
+               f"to continue with the change (recorded in {self.run_dir / 'config_changes.jsonl'})")
+        try:
+            old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            if accept_changes:
+                return {"config.yaml": ("unreadable", "replaced")}
+            raise ValueError(f"{saved}: not readable YAML ({str(exc).splitlines()[0]}), so the resumed config "
+                             f"cannot be checked against it; restore it, or {how}") from None
+        changes = config_changes(old if isinstance(old, dict) else {}, self.config)
+        refused = {k: v for k, v in changes.items() if k not in RESUMABLE_KEYS}
+        if refused and not accept_changes:
+            raise ValueError(f"{saved}: --resume with a changed config: {format_changes(refused)}; {how}")
+        return changes
+
+    def _record_changes(self, changes: dict, step: int, accepted: bool) -> None:
+        """Append one line to ``config_changes.jsonl`` (rewritten atomically: no torn line of its own)."""
+        from medsam_kit.io import atomic_write_text
+
+        path = self.run_dir / "config_changes.jsonl"
+        record = {
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "step": step,
+            "accepted": "--resume-with-changes" if accepted and not set(changes) <= RESUMABLE_KEYS
+            else "resumable keys",
+            "changes": {key: [old, new] for key, (old, new) in changes.items()},
+        }
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if text and not text.endswith("\n"):
+            text += "\n"
+        atomic_write_text(path, text + json.dumps(record) + "\n")
+
+    def _remove_stale_temp_files(self) -> None:
+        for folder in (self.run_dir, self.run_dir / CHECKPOINTS):
+            removed = remove_stale_temp_files(folder)
+            if removed:
+                logger.warning("removed %d temporary file(s) left in %s by an interrupted write: %s", len(removed),
+                               folder, ", ".join(p.name for p in removed))
+
+    def _fit(self, resume: bool, stop_at: int | None, progress, changes: dict, accept_changes: bool) -> FitResult:
+        self.setup(progress, write_config=not resume)
+        if self.is_main:
+            self._remove_stale_temp_files()
         t = self.config.train
         self.best_val_dice, self.best_step = None, None
         start = self._resume() if resume else 0
+        if resume and self.is_main:
+            if changes:
+                self._record_changes(changes, start, accept_changes)
+            save_config(self.config, self.run_dir / "config.yaml")
         log = RunLog(self.run_dir, tensorboard=self.tensorboard) if self.is_main else _NullLog()
         log.restart(start)
         end = t.steps if stop_at is None else min(t.steps, stop_at)

@@ -6,12 +6,16 @@ Files for an output path ``OUT.nii.gz`` (any volume suffix :func:`medsam_kit.io.
 * ``OUT.json`` — sidecar: ``{"labels": {"0": "background", ...}, "mode", "geometry", "source", ...}``;
 * ``OUT_prob_<name>.nii.gz`` — optional per-class probability maps (float32, same grid);
 * ``OUT_overlay.png`` — optional montage of a few slices with the labels drawn over the image.
+
+:func:`result_files` names these files without writing anything (what ``predict`` checks before it
+writes: never onto an input, an existing output only with ``--overwrite``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,33 @@ def _stem(path: Path) -> Path:
 
 def _suffix(path: Path) -> str:
     return path.name[len(strip_volume_suffix(path.name)):] or ".nii.gz"
+
+
+def _label_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path if strip_volume_suffix(path.name) != path.name else path.with_name(path.name + ".nii.gz")
+
+
+def result_files(path: str | os.PathLike, label_names: Mapping[int, str], *, probabilities: Iterable[int] = (),
+                 overlay: bool = False) -> dict[str, Path]:
+    """The files :func:`write_result` writes for ``path``, by the same keys, without writing anything.
+
+    Args:
+        path: the label file (``.nii.gz`` is appended when it has no volume suffix).
+        label_names: ``{value: name}`` (names the probability maps).
+        probabilities: label values with a probability map (``SegmentationResult.probabilities`` keys).
+        overlay: whether the PNG montage is written.
+    """
+    path = _label_path(path)
+    stem, suffix = _stem(path), _suffix(path)
+    files = {"labels": path}
+    for value in sorted(probabilities):
+        name = label_names.get(value, f"class_{value}")
+        files[f"prob_{name}"] = stem.with_name(f"{stem.name}_prob_{name}{suffix}")
+    if overlay:
+        files["overlay"] = stem.with_name(f"{stem.name}_overlay.png")
+    files["sidecar"] = stem.with_name(f"{stem.name}.json")
+    return files
 
 
 def overlay_slices(labels: np.ndarray, count: int = 6) -> list[int]:
@@ -90,10 +121,13 @@ def write_result(path: str | os.PathLike, result: Any, *, image: np.ndarray | No
     Returns:
         ``{"labels": ..., "sidecar": ..., "prob_<name>": ..., "overlay": ...}`` paths written.
     """
-    path = Path(path)
-    if strip_volume_suffix(path.name) == path.name:
-        path = path.with_name(path.name + ".nii.gz")
-    stem, suffix = _stem(path), _suffix(path)
+    if probabilities and result.probabilities is None:
+        raise ValueError("probability maps were not computed; segment with return_probabilities=True")
+    if overlay and image is None:
+        raise ValueError("an overlay needs the input image")
+    files = result_files(path, result.label_names, probabilities=result.probabilities if probabilities else (),
+                         overlay=overlay)
+    path = files["labels"]
     written = {"labels": write_volume(path, Volume(result.labels.astype(np.uint8), result.geometry,
                                                    {"format": "labels"}))}
     sidecar: dict[str, Any] = {
@@ -107,21 +141,15 @@ def write_result(path: str | os.PathLike, result: Any, *, image: np.ndarray | No
         "files": {"labels": path.name},
     }
     if probabilities:
-        if result.probabilities is None:
-            raise ValueError("probability maps were not computed; segment with return_probabilities=True")
         for value, prob in sorted(result.probabilities.items()):
-            name = result.label_names.get(value, f"class_{value}")
-            prob_path = stem.with_name(f"{stem.name}_prob_{name}{suffix}")
-            written[f"prob_{name}"] = write_volume(prob_path, Volume(prob.astype(np.float32), result.geometry))
-            sidecar["files"][f"prob_{name}"] = prob_path.name
+            key = f"prob_{result.label_names.get(value, f'class_{value}')}"
+            written[key] = write_volume(files[key], Volume(prob.astype(np.float32), result.geometry))
+            sidecar["files"][key] = files[key].name
     if overlay:
-        if image is None:
-            raise ValueError("an overlay needs the input image")
         grey = image if image.ndim == 3 else image[0]
-        overlay_path = stem.with_name(f"{stem.name}_overlay.png")
-        written["overlay"] = write_overlay(overlay_path, grey, result.labels, result.label_names)
-        sidecar["files"]["overlay"] = overlay_path.name
-    sidecar_path = stem.with_name(f"{stem.name}.json")
-    atomic_write_text(sidecar_path, json.dumps(sidecar, indent=2) + "\n")
-    written["sidecar"] = sidecar_path
+        written["overlay"] = write_overlay(files["overlay"], grey, result.labels, result.label_names)
+        sidecar["files"]["overlay"] = files["overlay"].name
+    # last: a label file without its sidecar is the trace of an interrupted write
+    atomic_write_text(files["sidecar"], json.dumps(sidecar, indent=2) + "\n")
+    written["sidecar"] = files["sidecar"]
     return written

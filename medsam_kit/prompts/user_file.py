@@ -9,7 +9,7 @@ Schema (version 1)::
       "space": "LPS" | "RAS",              world coordinates only, optional, default "LPS"
       "labels": {                          required
         "<label name>": {                  a structure name of the dataset, e.g. "LV" (not the background)
-          "<slice k>": {                   slice index k (string key), 0 <= k < Z: the array's first axis
+          "<slice k>": {                   slice index k (string of ASCII digits), 0 <= k < Z: the array's first axis
             "boxes":  [BOX, ...],          optional
             "points": [POINT, ...],        optional (at least one box or point per slice)
             "point_labels": [1, 0, ...]    optional, one per point: 1 positive, 0 negative; default all 1
@@ -44,7 +44,9 @@ Example (ACDC, voxel coordinates)::
                               "point_labels": [1, 0]}},
                 "MYO": {"4": {"boxes": [[92, 82, 139, 130]]}}}}
 
-Errors are ``ValueError`` with one line naming the file, the JSON location and what to fix.
+Errors are ``ValueError`` with one line naming the file, the JSON location and what to fix (also for what
+Python's JSON decoder takes but cannot use: a key given twice in one object, NaN / 1e400 / 400-digit
+numbers, nesting deeper than its recursion limit, a file that is not UTF-8).
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ import difflib
 import json
 import math
 import os
+import re
+import sys
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -97,11 +102,44 @@ def _fmt(values: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """``value`` as JSON for an error message: one line (unprintable characters escaped), at most ~``limit``
+    characters (a 10,000-number list or a 5,000-digit key must not become a 100 kB message)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):
+        text = repr(value)
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit + 1])
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _DuplicateKey(ValueError):
+    """A key given twice in one JSON object (the decoder would silently keep the last)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(f"key {_show(key)} appears twice in one object (JSON keeps only the last one); "
+                                f"merge the two or remove one")
+        obj[key] = value
+    return obj
+
+
+def _finite(value: Any) -> bool:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int beyond float range (JSON allows 400-digit integers)
+        return False
+
+
 def _numbers(ctx: _Context, where: str, value: Any, count: int, expected: str) -> list[float]:
-    ok = isinstance(value, list | tuple) and len(value) == count and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ok = isinstance(value, list | tuple) and len(value) == count and all(_finite(v) for v in value)
     if not ok:
-        raise ctx.error(where, f"expected {expected} ({count} finite numbers), found {json.dumps(value)}")
+        raise ctx.error(where, f"expected {expected} ({count} finite numbers), found {_show(value)}")
     return [float(v) for v in value]
 
 
@@ -113,7 +151,7 @@ def _parse_box(ctx: _Context, where: str, value: Any, k: int) -> BoxPrompt:
     if ctx.world:
         if not (isinstance(value, list | tuple) and len(value) == 2):
             raise ctx.error(where, f"expected a world box [[x, y, z], [x, y, z]] (two opposite corners in mm), "
-                                   f"found {json.dumps(value)}")
+                                   f"found {_show(value)}")
         (ia, ja), (ib, jb) = (ctx.to_index(f"{where}[{n}]", corner, k) for n, corner in enumerate(value))
         # Corners are edge positions; the edge grid is the index grid shifted by half a voxel.
         coords = [min(ia, ib) + 0.5, min(ja, jb) + 0.5, max(ia, ib) + 0.5, max(ja, jb) + 0.5]
@@ -142,7 +180,7 @@ def _parse_point(ctx: _Context, where: str, value: Any, k: int) -> tuple[float, 
 
 def _parse_entry(ctx: _Context, where: str, entry: Any, k: int) -> SlicePrompts:
     if not isinstance(entry, Mapping):
-        raise ctx.error(where, f"expected an object with boxes / points, found {json.dumps(entry)}")
+        raise ctx.error(where, f"expected an object with boxes / points, found {_show(entry)}")
     unknown = sorted(set(entry) - set(_ENTRY_KEYS))
     if unknown:
         raise ctx.error(where, f"unknown key(s) {unknown}; allowed: {list(_ENTRY_KEYS)}")
@@ -150,7 +188,7 @@ def _parse_entry(ctx: _Context, where: str, entry: Any, k: int) -> SlicePrompts:
     for key in _ENTRY_KEYS:
         items = entry.get(key, [])
         if not isinstance(items, list):
-            raise ctx.error(f"{where}.{key}", f"expected a list, found {json.dumps(items)}")
+            raise ctx.error(f"{where}.{key}", f"expected a list, found {_show(items)}")
         lists[key] = items
     if not lists["boxes"] and not lists["points"]:
         raise ctx.error(where, "has neither boxes nor points; give at least one or remove the slice")
@@ -159,7 +197,7 @@ def _parse_entry(ctx: _Context, where: str, entry: Any, k: int) -> SlicePrompts:
     labels = lists["point_labels"] if "point_labels" in entry else [1] * len(coords)
     if len(labels) != len(coords) or not all(type(v) is int and v in (0, 1) for v in labels):
         raise ctx.error(f"{where}.point_labels", f"expected one label per point ({len(coords)}), each 1 (positive) "
-                                                 f"or 0 (negative), found {json.dumps(labels)}")
+                                                 f"or 0 (negative), found {_show(labels)}")
     points = PointPrompts(np.asarray(coords, dtype=np.float64).reshape(-1, 2), np.asarray(labels, np.int64))
     return SlicePrompts(boxes=boxes, points=points)
 
@@ -167,23 +205,37 @@ def _parse_entry(ctx: _Context, where: str, entry: Any, k: int) -> SlicePrompts:
 def _label_value(ctx: _Context, name: str, label_names: Mapping[int, str]) -> int:
     by_name = {n: int(v) for v, n in label_names.items()}
     structures = [n for v, n in sorted(label_names.items()) if int(v) != 0]
-    where = f"labels[{json.dumps(name)}]"
+    where = f"labels[{_show(name)}]"
     if name not in by_name:
-        close = difflib.get_close_matches(name, structures, n=1)
+        close = difflib.get_close_matches(name[:200], structures, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ctx.error(where, f"unknown label name {name!r}{hint}; known: {', '.join(structures)}")
+        shown = repr(name) if len(name) <= 60 else repr(name[:60]) + "..."
+        raise ctx.error(where, f"unknown label name {shown}{hint}; known: {', '.join(structures)}")
     if by_name[name] == 0:
         raise ctx.error(where, f"{name!r} is the background (value 0); prompt a structure: {', '.join(structures)}")
     return by_name[name]
 
 
+_MAX_KEY_DIGITS = 9  # no volume has a billion slices; longer keys are refused before int() (4,300-digit limit)
+
+
 def _slice_index(ctx: _Context, where: str, key: Any) -> int:
-    text = str(key)
-    if isinstance(key, bool) or not text.isdigit():
-        raise ctx.error(where, f"slice key {json.dumps(key)} is not a slice index (a whole number 0..{ctx.nz - 1})")
+    """Slice key -> index: ASCII digits only (``str.isdigit`` also accepts "²", which ``int`` refuses,
+    and ``int`` accepts "٣" or " 3"), inside ``0 .. Z - 1``."""
+    text = str(key) if isinstance(key, str | int) and not isinstance(key, bool) else None
+    valid = f"0..{ctx.nz - 1}"
+    if text is not None and text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
+        raise ctx.error(where, f"slice key {_show(key)} is negative; slices are numbered {valid} (Z = {ctx.nz})")
+    if text is None or not (text.isascii() and text.isdigit()):
+        odd = next((c for c in text or "" if not c.isascii()), None)
+        hint = f" in ASCII digits; it holds U+{ord(odd):04X} {unicodedata.name(odd, 'unnamed')}" if odd else ""
+        raise ctx.error(where, f"slice key {_show(key)} is not a slice index (a whole number {valid}{hint})")
+    if len(text.lstrip("0")) > _MAX_KEY_DIGITS:
+        raise ctx.error(where, f"slice key {_show(text[:10] + '...')} ({len(text)} digits) is outside the volume "
+                               f"(Z = {ctx.nz} slices, valid {valid})")
     k = int(text)
     if k >= ctx.nz:
-        raise ctx.error(where, f"slice {k} is outside the volume (Z = {ctx.nz} slices, valid 0..{ctx.nz - 1})")
+        raise ctx.error(where, f"slice {k} is outside the volume (Z = {ctx.nz} slices, valid {valid})")
     return k
 
 
@@ -207,31 +259,31 @@ def parse_prompts(data: Any, shape_zyx: Sequence[int], geometry: Geometry | None
     if unknown:
         raise probe.error("", f"unknown top-level key(s) {unknown}; allowed: {list(_TOP_KEYS)}")
     if "format" in data and data["format"] != FORMAT:
-        raise probe.error("format", f"expected {FORMAT!r}, found {json.dumps(data['format'])}")
+        raise probe.error("format", f"expected {FORMAT!r}, found {_show(data['format'])}")
     if "version" in data and data["version"] != VERSION:
-        raise probe.error("version", f"this medsam-kit reads version {VERSION}, found {json.dumps(data['version'])}")
+        raise probe.error("version", f"this medsam-kit reads version {VERSION}, found {_show(data['version'])}")
     coordinates = data.get("coordinates", "voxel")
     if coordinates not in ("voxel", "world"):
-        raise probe.error("coordinates", f"expected \"voxel\" or \"world\", found {json.dumps(coordinates)}")
+        raise probe.error("coordinates", f"expected \"voxel\" or \"world\", found {_show(coordinates)}")
     space = data.get("space", "LPS")
     if "space" in data and coordinates != "world":
         raise probe.error("space", "only used with \"coordinates\": \"world\"; remove it or switch to world")
     if space not in ("LPS", "RAS"):
-        raise probe.error("space", f"expected \"LPS\" or \"RAS\", found {json.dumps(space)}")
+        raise probe.error("space", f"expected \"LPS\" or \"RAS\", found {_show(space)}")
     if coordinates == "world" and geometry is None:
         raise probe.error("coordinates", "world coordinates need the volume's geometry, none was given")
     ctx = _Context(source, shape_zyx, geometry, coordinates == "world", space == "RAS")
     labels = data.get("labels")
     if not isinstance(labels, Mapping):
-        raise ctx.error("labels", f"expected an object {{label name: {{slice: prompts}}}}, found {json.dumps(labels)}")
+        raise ctx.error("labels", f"expected an object {{label name: {{slice: prompts}}}}, found {_show(labels)}")
     result = PromptSet()
     for name, per_slice in labels.items():
         value = _label_value(ctx, name, label_names)
         if not isinstance(per_slice, Mapping):
-            raise ctx.error(f"labels[{json.dumps(name)}]",
-                            f"expected an object {{slice: prompts}}, found {json.dumps(per_slice)}")
+            raise ctx.error(f"labels[{_show(name)}]",
+                            f"expected an object {{slice: prompts}}, found {_show(per_slice)}")
         for key, entry in per_slice.items():
-            where = f"labels[{json.dumps(name)}][{json.dumps(str(key))}]"
+            where = f"labels[{_show(name)}][{_show(str(key))}]"
             k = _slice_index(ctx, where, key)
             if result.get(value, k) is not None:
                 raise ctx.error(where, f"slice {k} of {name!r} is given twice")
@@ -243,12 +295,26 @@ def load_prompt_file(path: str | os.PathLike, shape_zyx: Sequence[int], geometry
                      label_names: Mapping[int, str]) -> PromptSet:
     """Read and validate a JSON prompt file for a ``(Z, Y, X)`` volume (see the module docstring)."""
     path = os.fspath(path)
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
+    with open(path, "rb") as handle:
+        raw = handle.read()
     try:
-        data = json.loads(text)
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not an error
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); save the "
+                         f"prompt file as UTF-8 JSON") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    except _DuplicateKey as err:
+        raise ValueError(f"{path}: {err}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid JSON: nested too deeply (a prompt file is 6 levels deep: labels, "
+                         f"label, slice, boxes, box, corner)") from None
+    except ValueError as err:  # Python refuses integers of more than sys.get_int_max_str_digits() digits
+        digits = re.search(r"has (\d+) digits", str(err))
+        size = f"{digits.group(1)} digits" if digits else f"more than {sys.get_int_max_str_digits()} digits"
+        raise ValueError(f"{path}: not valid JSON: a number with {size}; coordinates are pixels or mm") from None
     return parse_prompts(data, shape_zyx, geometry, label_names, source=path)
 
 

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from medsam_kit.cli import train
 
@@ -25,7 +26,8 @@ def test_help_explains(capsys):
         _parser().parse_args(["train", "--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for words in ("--config", "--data", "--resume", "--device", "--steps", "checkpoints/best.pt", "prepared"):
+    for words in ("--config", "--data", "--resume", "--device", "--steps", "checkpoints/best.pt", "prepared",
+                  "--resume-with-changes", "config_changes.jsonl"):
         assert words in text
 
 
@@ -57,6 +59,25 @@ def test_train_from_raw_folder_then_resume(phantom_factory, tmp_path, capsys):
     args = _parser().parse_args(base)
     with pytest.raises(FileExistsError, match="--resume"):
         args.func(args)
+
+    # a resume with another learning rate is refused (config.yaml kept) unless asked for, then recorded
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(CONFIG.read_text().replace("\noptim:\n  lr: 0.001\n", "\noptim:\n  lr: 0.0123\n"))
+    assert "0.0123" in changed.read_text()
+    saved = (out / "config.yaml").read_bytes()
+    old_lr = yaml.safe_load(saved)["optim"]["lr"]
+    args = _parser().parse_args([*base[:2], str(changed), *base[3:], "--steps", "4", "--resume"])
+    with pytest.raises(ValueError, match=rf"config.yaml: --resume with a changed config: optim.lr: {old_lr} -> "
+                                         r"0.0123; .*--resume-with-changes"):
+        args.func(args)
+    assert (out / "config.yaml").read_bytes() == saved
+    args = _parser().parse_args([*base[:2], str(changed), *base[3:], "--steps", "4", "--resume-with-changes"])
+    assert args.func(args) == 0
+    assert "trained steps 3..4" in capsys.readouterr().out
+    records = [json.loads(line) for line in (out / "config_changes.jsonl").read_text().splitlines()]
+    assert [r["changes"] for r in records] == [{"train.steps": [2, 3]},
+                                               {"train.steps": [3, 4], "optim.lr": [old_lr, 0.0123]}]
+    assert yaml.safe_load((out / "config.yaml").read_text())["optim"]["lr"] == 0.0123
 
 
 def test_bad_config_is_a_clear_error(tmp_path):
