@@ -9,6 +9,11 @@ Each generator module exposes
 ``generate(out_dir: Path, *, cases: int | None = None, seed: int = 0, progress=None, **options)``
 where ``cases=None`` uses the module's small default and ``progress`` (optional) is called as
 ``progress(done, total)`` after each case.
+
+Styles: a dataset may have more than one *independently written* generator. Style ``"A"`` is
+always the module of :data:`GENERATORS`; :data:`STYLES` adds the others (ACDC style ``"B"``,
+:mod:`medsam_kit.data.phantoms.acdc_b`). Settings tuned on one style should be reported on
+another, so a result that only holds for one simulator's quirks shows up as such.
 """
 
 from __future__ import annotations
@@ -28,6 +33,23 @@ GENERATORS: dict[str, tuple[str, dict]] = {
     "em": ("medsam_kit.data.phantoms.em", {}),
 }
 
+#: dataset name -> {style: module} for styles beyond the default "A" (the module of GENERATORS).
+STYLES: dict[str, dict[str, str]] = {
+    "acdc": {"B": "medsam_kit.data.phantoms.acdc_b"},
+}
+DEFAULT_STYLE = "A"
+
+
+def phantom_styles(dataset: str) -> dict[str, str]:
+    """``{style: generator module}`` for ``dataset``, default style ``"A"`` first.
+
+    Raises:
+        ValueError: no generator for ``dataset``.
+    """
+    if dataset not in GENERATORS:
+        raise ValueError(f"no phantom generator for {dataset!r}; choose one of {', '.join(GENERATORS)}")
+    return {DEFAULT_STYLE: GENERATORS[dataset][0], **STYLES.get(dataset, {})}
+
 
 def require_empty_or_overwrite(folder: Path, overwrite: bool, what: str) -> None:
     """Refuse to mix a new synthetic set into a folder that already holds files (stale cases would
@@ -41,7 +63,7 @@ def require_empty_or_overwrite(folder: Path, overwrite: bool, what: str) -> None
 
 def generate_phantoms(dataset: str, out_dir: str | Path, *, cases: int | None = None, seed: int = 0,
                       progress: Callable[[int, int], None] | None = None, overwrite: bool = False,
-                      **options) -> Path:
+                      style: str = DEFAULT_STYLE, **options) -> Path:
     """Write a synthetic dataset in the raw layout of ``dataset`` under ``out_dir``.
 
     Args:
@@ -51,15 +73,20 @@ def generate_phantoms(dataset: str, out_dir: str | Path, *, cases: int | None = 
         seed: deterministic seed; the same seed gives the same files.
         progress: optional ``progress(done, total)`` callback.
         overwrite: replace a non-empty ``out_dir`` (default: refuse, so runs never mix).
+        style: which independently written generator to use (see :func:`phantom_styles`); "A"
+            (default) for every dataset, "B" also for 'acdc'. Case-insensitive.
 
     Returns:
         ``out_dir`` as a Path.
     """
-    if dataset not in GENERATORS:
-        raise ValueError(f"no phantom generator for {dataset!r}; choose one of {', '.join(GENERATORS)}")
+    styles = phantom_styles(dataset)
+    style = str(style).upper()
+    if style not in styles:
+        raise ValueError(f"no phantom style {style!r} for {dataset!r}; styles: {', '.join(styles)}")
     if cases is not None and cases < 1:
         raise ValueError(f"cases must be at least 1, got {cases}")
-    module_name, fixed = GENERATORS[dataset]
+    module_name = styles[style]
+    fixed = GENERATORS[dataset][1]  # layout variants (e.g. BraTS file naming) hold for every style
     out_dir = Path(out_dir)
     require_empty_or_overwrite(out_dir, overwrite, "output")
     # Written beside the target and swapped in whole: an interrupted run leaves no half dataset.
