@@ -407,18 +407,16 @@ _WRITTEN_DATA_SUFFIXES = {".mhd": (".raw", ".zraw"), ".nhdr": (".raw", ".raw.gz"
 
 
 def _header_data_files(header: Path) -> list[Path]:
-    """The data files a MetaImage (``ElementDataFile = x.zraw``) or detached NRRD (``data file: x.raw.gz``)
-    header names; [] for attached files and file lists / patterns (not followed)."""
-    from medsam_kit.io.headers import read_text_header
+    """The data files a MetaImage (``ElementDataFile = x.zraw``) or NRRD (``data file: x.raw.gz``) header
+    names, file lists and patterns expanded (:func:`medsam_kit.io.headers.data_file_paths`); [] for others."""
+    from medsam_kit.io.headers import data_file_paths
 
-    if not header.name.lower().endswith((".mhd", ".mha", ".nhdr")):
+    if not header.name.lower().endswith((".mhd", ".mha", ".nhdr", ".nrrd")):
         return []
     try:
-        parsed = read_text_header(header)  # parsed as the readers split lines (medsam_kit.io.headers)
+        return data_file_paths(header)  # parsed as the readers split lines
     except (OSError, ValueError):
         return []
-    names = parsed.data_files() if parsed is not None else []
-    return [header.parent / name for name in names if name and " " not in name and name.upper() != "LIST"]
 
 
 def _read_files(args: argparse.Namespace, jobs: Sequence[_Job]) -> dict[tuple[int, int], tuple[Path, str]]:

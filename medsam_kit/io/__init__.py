@@ -245,7 +245,7 @@ def _write_detached_header(path: Path, volume: Volume, compress: bool) -> None:
     Both are written in a temporary folder; the data file moves into place first and the header
     last, so the header never names a missing file. When overwriting, the data file gets a new
     unique name (the old header keeps pointing at the old, intact data until the header swap),
-    and the old data file is removed afterwards.
+    and the old data file is removed afterwards (only a data file named as this writer names them).
     """
     import shutil
     import tempfile
@@ -266,5 +266,9 @@ def _write_detached_header(path: Path, volume: Volume, compress: bool) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     referenced = detached_data_names(path)
+    # Only data files this writer made for this header: the old header may name any file (another
+    # volume's data, an input), and overwriting a header must never delete that.
+    ours = re.compile(rf"{re.escape(path.stem)}(\.[0-9a-f]{{8}})?\.(raw|zraw|raw\.gz)")
     for name in old_data - referenced:
-        (path.parent / name).unlink(missing_ok=True)
+        if ours.fullmatch(name):
+            (path.parent / name).unlink(missing_ok=True)

@@ -211,3 +211,49 @@ def detached_data_names(path: str | os.PathLike) -> set[str]:
     """Base names of the data files a ``.nhdr`` / ``.mhd`` header names (empty when none)."""
     header = read_text_header(path)
     return set() if header is None else {Path(name).name for name in header.data_files()}
+
+
+def is_multi_file(name: str) -> bool:
+    """True for the multi-file forms of a data-file value: ``LIST [subdim]`` or ``format min max step [subdim]``
+    (teem and MetaIO alike); any other value is one file name, spaces included."""
+    parts = name.split()
+    return bool(parts) and (parts[0].upper() == "LIST" or ("%" in parts[0] and len(parts) >= 4))
+
+
+def data_file_paths(path: str | os.PathLike, header: TextHeader | None = None,
+                    max_files: int = 100_000) -> list[Path]:
+    """Every file a detached ``.nhdr`` / ``.mhd`` header (or an attached-looking one) names for its voxels.
+
+    Handles the three forms both readers take: one file name (spaces allowed), ``LIST`` (the names
+    follow the header, one per line) and a ``printf`` pattern ``name%03d.raw min max step``; relative
+    names are relative to the header's folder. At most ``max_files`` names; [] when the voxels follow
+    the header or the value cannot be expanded.
+    """
+    path = Path(path)
+    header = header if header is not None else read_text_header(path)
+    names = [] if header is None else header.data_files()
+    if not names or not names[0].strip():
+        return []
+    value = names[0].strip()
+
+    def resolve(name: str) -> Path:
+        return Path(name) if Path(name).is_absolute() else path.parent / name
+
+    if not is_multi_file(value):
+        return [resolve(value)]
+    parts = value.split()
+    if parts[0].upper() == "LIST":
+        if header.data_offset is None:
+            return []
+        with open(path, "rb") as handle:
+            handle.seek(header.data_offset)
+            lines = handle.read(HEADER_LIMIT).split(b"\n")
+        return [resolve(line.decode("latin-1").strip()) for line in lines if line.strip()][:max_files]
+    try:
+        start, stop, step = (int(v) for v in parts[1:4])
+        if step == 0:
+            return []
+        indices = range(start, stop + (1 if step > 0 else -1), step)
+        return [resolve(parts[0] % index) for index in indices[:max_files]]
+    except (ValueError, TypeError, OverflowError):  # not integers, or a format that is not one number
+        return []

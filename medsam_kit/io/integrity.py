@@ -16,10 +16,17 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO
 
-from medsam_kit.io.headers import TextHeader
-from medsam_kit.io.validate import metaimage_element_bytes, nrrd_element_bytes
+from medsam_kit.io.headers import TextHeader, is_multi_file
+from medsam_kit.io.validate import (
+    max_volume_bytes,
+    metaimage_element_bytes,
+    metaimage_is_compressed,
+    nifti_stored_bytes,
+    nrrd_element_bytes,
+)
 
 _CHUNK = 1 << 20
+_NIFTI_SLACK = 1 << 20  # bytes a NIfTI file may hold past its voxels (padding) before it counts as a bomb
 
 
 def corrupt(path: str | os.PathLike, detail: str) -> ValueError:
@@ -68,7 +75,8 @@ def drain_gzip(stream: BinaryIO, path: str | os.PathLike, limit: int | None = No
 
 
 def verify_stream(path: str | os.PathLike, offset: int = 0, expected: int | None = None, *,
-                  size: int | None = None, gzip_members: bool = True, source: str | os.PathLike | None = None) -> None:
+                  size: int | None = None, gzip_members: bool = True, source: str | os.PathLike | None = None,
+                  limit: int | None = None) -> None:
     """Inflate the compressed stream at ``offset`` in ``path`` to its end, checking its checksum.
 
     Args:
@@ -78,6 +86,7 @@ def verify_stream(path: str | os.PathLike, offset: int = 0, expected: int | None
         size: compressed bytes to read (MetaImage ``CompressedDataSize``); None: to the file's end.
         gzip_members: gzip, possibly several members (NIfTI, NRRD); False: one zlib or gzip stream.
         source: the file to name in messages (default ``path``).
+        limit: refuse a stream inflating to more bytes (when ``expected`` is not known exactly).
 
     Raises:
         ValueError: :func:`corrupt` naming ``source``.
@@ -103,6 +112,8 @@ def verify_stream(path: str | os.PathLike, offset: int = 0, expected: int | None
                 total += len(out)
                 if expected is not None and total > expected:
                     raise corrupt(source, f"it inflates to more than the {expected} bytes the header declares")
+                if limit is not None and total > limit:
+                    raise corrupt(source, f"it inflates to more than the {limit} bytes its header allows")
                 data = inflater.unconsumed_tail
                 if inflater.eof:
                     data = inflater.unused_data
@@ -133,7 +144,7 @@ def _skip_lines(path: Path, offset: int, lines: int) -> int:
 
 def _single_data_file(header_path: Path, name: str) -> Path | None:
     """The one data file a header names; None for multi-file forms (``LIST``, ``pattern min max step``)."""
-    if name.upper().startswith("LIST") or len(name.split()) > 1:
+    if is_multi_file(name):
         return None
     return Path(name) if Path(name).is_absolute() else header_path.parent / name
 
@@ -163,7 +174,12 @@ def verify_compressed(path: str | os.PathLike, header: TextHeader | None) -> Non
     path = Path(path)
     if header is None:
         if path.name.lower().endswith(".gz"):
-            verify_stream(path)
+            # bounded by what the header declares (a small upload must not inflate for minutes)
+            try:
+                stored = min(nifti_stored_bytes(path), max_volume_bytes())
+            except (OSError, EOFError, zlib.error, ValueError):
+                stored = max_volume_bytes()  # the header itself does not inflate: the stream check says why
+            verify_stream(path, limit=stored + _NIFTI_SLACK)
         return
     if header.kind == "nrrd":
         if header.fields.get("encoding", "").lower() not in ("gzip", "gz"):
@@ -178,7 +194,7 @@ def verify_compressed(path: str | os.PathLike, header: TextHeader | None) -> Non
         offset = _skip_lines(data, offset, _int_field(header, "lineskip"))
         verify_stream(data, offset, expected, source=_shown(path, data))
         return
-    if header.fields.get("CompressedData", "").strip().lower() not in ("true", "1"):
+    if not metaimage_is_compressed(header):
         return
     sizes = [int(s) for s in header.fields.get("DimSize", "").split()]
     expected = math.prod(sizes) * metaimage_element_bytes(header)

@@ -169,6 +169,19 @@ def _nifti_header(path: Path):
     return klass(block[: klass.template_dtype.itemsize], check=False)
 
 
+def nifti_stored_bytes(path: Path) -> int:
+    """Bytes of a NIfTI file as stored uncompressed: ``vox_offset`` + voxels x element size (from its header)."""
+    header = _nifti_header(path)
+    dims = [int(d) for d in header["dim"]]
+    count = math.prod(max(1, d) for d in dims[1:max(1, min(dims[0], 7)) + 1])
+    return max(0, int(header["vox_offset"])) + count * header.get_data_dtype().itemsize
+
+
+def metaimage_is_compressed(header: TextHeader) -> bool:
+    """MetaIO's reading of ``CompressedData``: any value starting with T, t or 1 means compressed."""
+    return header.fields.get("CompressedData", "").strip()[:1] in ("T", "t", "1")
+
+
 def check_nifti_header(path: Path) -> None:
     """Refuse a NIfTI header whose dimensions ITK cannot read or that declares more than the size bound."""
     header = _nifti_header(path)

@@ -15,7 +15,9 @@ describes its network completely and reloads without the registry.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
+import inspect
 import math
 from importlib import resources
 from typing import Any
@@ -56,6 +58,22 @@ SAM2_CLASSES: dict[str, tuple[str, ...]] = {
     "memory_encoder.fuser.layer": ("sam2.modeling.memory_encoder.CXBlock",),
 }
 _TARGET = "_target_"
+# Real arguments of those classes that a checkpoint must not set: Hiera's ``weights_path`` makes sam2
+# ``torch.load`` another file (without ``weights_only`` on older torch: a pickle runs), and compiling
+# the encoder is a deployment choice of the user, not of a file.
+# Each may only keep its harmless value (the official YAMLs write ``compile_image_encoder: false``).
+REFUSED_ARGUMENTS = {
+    "weights_path": (None, "makes sam2 torch.load another file"),
+    "compile_image_encoder": (False, "compiles the encoder with torch.compile"),
+}
+# Arguments that hold text (all others are numbers, booleans, lists or dicts of them): MemoryAttentionLayer's
+# activation name and FpnNeck's interpolation mode / fusion rule, each from a fixed set of names.
+_TEXT_ARGUMENTS = {"activation", "fpn_interp_model", "fuse_type"}
+# Classes taking ``**kwargs`` pass them on to this base class's constructor.
+_KWARGS_BASE = {
+    "sam2.modeling.sam.transformer.RoPEAttention": "sam2.modeling.sam.transformer.Attention",
+    "sam2.sam2_video_predictor.SAM2VideoPredictor": "sam2.modeling.sam2_base.SAM2Base",
+}
 
 BACKBONE_STRIDE = 16  # SAM2Base default: the decoder works on stride-16 features
 
@@ -172,10 +190,40 @@ def _check_class_node(node: Any, path: str) -> None:
         child = f"{path}.{key}" if path else str(key)
         if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
             raise ValueError(f"SAM-2 config: key {key!r} at {where} is not an argument name")
+        if key in REFUSED_ARGUMENTS and value is not REFUSED_ARGUMENTS[key][0]:
+            harmless, why = REFUSED_ARGUMENTS[key]
+            raise ValueError(f"SAM-2 config: {where}.{key} = {value!r} is refused in a model config (it {why}); "
+                             f"only {harmless!r} is accepted")
+        if key not in _argument_names(target):
+            raise ValueError(f"SAM-2 config: {key!r} at {where} is not an argument of {target}")
         if child in SAM2_CLASSES:
             _check_class_node(value, child)
         else:
             check_plain_data(value, f"SAM-2 config: {where}.{key}")
+            if _holds_text(value) and key not in _TEXT_ARGUMENTS:
+                raise ValueError(f"SAM-2 config: {where}.{key} holds text, but it takes numbers or booleans")
+
+
+@functools.cache
+def _argument_names(target: str) -> frozenset[str]:
+    """Keyword arguments the constructor of ``target`` (an exact name from :data:`SAM2_CLASSES`) accepts."""
+    names: set[str] = set()
+    for name in (target, _KWARGS_BASE.get(target)):
+        if name is None:
+            continue
+        module_name, _, class_name = name.rpartition(".")
+        cls = getattr(importlib.import_module(module_name), class_name)
+        names |= {p.name for p in inspect.signature(cls.__init__).parameters.values()
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+    return frozenset(names)
+
+
+def _holds_text(value: Any) -> bool:
+    if isinstance(value, str):
+        return True
+    if isinstance(value, list | tuple):
+        return any(_holds_text(v) for v in value)
+    return isinstance(value, dict) and any(_holds_text(v) for v in value.values())
 
 
 def check_plain_data(value: Any, where: str) -> None:

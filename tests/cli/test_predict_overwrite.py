@@ -109,6 +109,30 @@ def test_data_file_of_a_detached_header_input_is_protected(tmp_path, capsys, seg
     assert _snapshot(tmp_path) == before and segmented == []
 
 
+def test_data_file_named_with_a_space_is_protected(tmp_path, capsys, segmented):
+    """MetaIO reads the whole rest of the line as one file name, spaces included."""
+    write_volume(tmp_path / "my scan.mhd", _volume())  # my scan.mhd + my scan.zraw
+    (tmp_path / "my scan.mhd").rename(tmp_path / "scan.mhd")
+    before = _snapshot(tmp_path)
+    assert main(["predict", *MODEL, "--input", str(tmp_path / "scan.mhd"), "--output", str(tmp_path / "my scan.mhd"),
+                 "--overwrite"]) == 2
+    assert f"would overwrite the input {tmp_path / 'my scan.zraw'} (--input)" in _one_line_error(capsys)
+    assert _snapshot(tmp_path) == before and segmented == []
+
+
+def test_overwriting_a_header_never_deletes_the_data_file_it_named(tmp_path, segmented):
+    """An existing output header naming the input's data file (a copy of the input header): replacing that
+    output must not delete the file the old header pointed at."""
+    write_volume(tmp_path / "case.mhd", _volume())  # case.mhd + case.zraw
+    shutil.copy(tmp_path / "case.mhd", tmp_path / "seg.mhd")  # seg.mhd names case.zraw
+    data = (tmp_path / "case.zraw").read_bytes()
+    assert main(["predict", *MODEL, "--input", str(tmp_path / "case.mhd"), "--output", str(tmp_path / "seg.mhd"),
+                 "--overwrite"]) == 0
+    assert (tmp_path / "case.zraw").read_bytes() == data
+    assert read_volume(tmp_path / "case.mhd").array.shape == (3, 20, 24)
+    assert read_volume(tmp_path / "seg.mhd").array.shape == (3, 20, 24)
+
+
 def test_two_inputs_with_one_output_name_are_refused(tmp_path, capsys, segmented):
     folder = tmp_path / "scans"
     write_volume(folder / "a.nii.gz", _volume(0))

@@ -110,3 +110,40 @@ def test_info_on_a_bit_flipped_nifti_exits_with_one_line(written, tmp_path):
     assert result.returncode not in (0, 139, -11), result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{path}: corrupt compressed data" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_a_small_nifti_gz_cannot_inflate_far_beyond_its_header(tmp_path, vector):
+    """A 100 KiB upload whose gzip stream holds 96 MiB of padding after a tiny image is refused, and quickly.
+
+    The vector (intent) NIfTI goes through ITK and used to be inflated whole, without any bound."""
+    import time
+
+    import nibabel
+
+    shape = (8, 8, 8, 1, 3) if vector else (8, 8, 8)
+    image = nibabel.Nifti1Image(np.zeros(shape, np.uint8), np.eye(4))
+    if vector:
+        image.header.set_intent("vector")
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+    payload = packer.compress(image.to_bytes()) + b"".join(packer.compress(bytes(16 << 20)) for _ in range(6))
+    path = tmp_path / "bomb.nii.gz"
+    path.write_bytes(payload + packer.flush())
+    assert path.stat().st_size < 200_000
+    tic = time.perf_counter()
+    with pytest.raises(ValueError, match=r"bomb\.nii\.gz: corrupt compressed data \(it inflates to more than"):
+        read_volume(path)
+    assert time.perf_counter() - tic < 2.0
+
+
+def test_metaimage_compressed_data_spelled_t_is_checked_too(written, tmp_path):
+    """MetaIO reads any CompressedData value starting with T / t / 1 as compressed; so must the check."""
+    data = written[".mha"].read_bytes()
+    data = data.replace(b"CompressedData = True", b"CompressedData = T   ", 1)
+    start, end = _payload(written[".mha"], data)
+    bad = bytearray(data)
+    bad[(start + end) // 2] ^= 0x10
+    path = tmp_path / "flipped_t.mha"
+    path.write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match=r"flipped_t\.mha: .*corrupt compressed data"):
+        read_volume(path)

@@ -140,3 +140,23 @@ def test_info_on_absurd_nifti_and_metaimage_exits_with_one_line(tmp_path):
     mha.write_bytes(_mha_dims(12))
     _assert_one_line_error(_run_cli("info", str(nifti)), str(nifti), "over the bound")
     _assert_one_line_error(_run_cli("info", str(mha)), str(mha), "NDims 12")
+
+
+def test_data_file_paths_cover_single_names_lists_and_patterns(tmp_path):
+    from medsam_kit.io.headers import data_file_paths
+
+    cases = {
+        "single.nhdr": (b"NRRD0004\ndimension: 1\nsizes: 2\ntype: uchar\ndata file: my scan.raw\n", ["my scan.raw"]),
+        "pattern.nhdr": (b"NRRD0004\ndimension: 2\nsizes: 2 3\ntype: uchar\ndata file: s%02d.raw 1 5 2 1\n",
+                         ["s01.raw", "s03.raw", "s05.raw"]),
+        "list.nhdr": (b"NRRD0004\ndimension: 2\nsizes: 2 2\ntype: uchar\ndata file: LIST 1\n\na.raw\nb c.raw\n",
+                      ["a.raw", "b c.raw"]),
+        "meta.mhd": (b"NDims = 1\nDimSize = 2\nElementType = MET_UCHAR\nElementDataFile = /abs/x y.raw\n",
+                     ["/abs/x y.raw"]),
+        "local.mha": (b"NDims = 1\nDimSize = 2\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n\x00\x00", []),
+    }
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_bytes(text)
+        found = [p.as_posix() if p.is_absolute() and not str(p).startswith(str(tmp_path)) else p.name
+                 for p in data_file_paths(tmp_path / name)]
+        assert found == expected, name

@@ -132,6 +132,9 @@ def test_run_folder_and_predict_refuse_the_crafted_checkpoint(tmp_path, sam2_mod
          r"key '_args_' is not allowed"),
         (lambda a: a["memory_encoder"].__setitem__("mask_downsampler", 3), r"must be a dict naming"),
         (lambda a: a["image_encoder"]["trunk"].__setitem__("drop_path_rate", float("nan")), r"not a finite number"),
+        (lambda a: a.__setitem__("compile_image_encoder", True), r"compile_image_encoder = True is refused"),
+        (lambda a: a["image_encoder"]["trunk"].__setitem__("embed_dim_typo", 8), r"not an argument of .*Hiera"),
+        (lambda a: a["image_encoder"]["trunk"].__setitem__("stages", [1, "1", 2, 1]), r"holds text"),
     ],
 )
 def test_sam2_architecture_must_be_plain_data_with_known_classes(edit, message):
@@ -206,3 +209,18 @@ def test_truncated_and_pickled_files_are_told_apart(tmp_path, sam2_model):
     with pytest.raises(CheckpointError, match=r"Unsupported global: GLOBAL io.open; files holding pickled"):
         load_model(None, checkpoint=pickled)
     assert not (tmp_path / "never").exists()
+
+
+def test_hiera_weights_path_cannot_load_another_file(tmp_path, sam2_model, payloads, monkeypatch):
+    """Hiera's real ``weights_path`` argument makes sam2 call ``torch.load`` itself (no ``weights_only`` on
+    older torch; here forced off as torch < 2.6 would have it): refused before anything is built."""
+    marker, torch_file, _ = payloads
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+    def edit(config):
+        config["architecture"]["image_encoder"]["trunk"]["weights_path"] = str(torch_file)
+
+    path = _crafted(sam2_model, tmp_path, "weights_path", edit)
+    with pytest.raises(ValueError, match=r"trunk\.weights_path = .* is refused .*torch\.load another file"):
+        load_model(None, checkpoint=path)
+    assert not marker.exists()
