@@ -58,7 +58,8 @@ existing files:
 
 prompts:
   without --prompts every volume is segmented automatically (coarse head -> PCSW prompts
-  -> decoder -> propagation). --prompts FILE is a medsam-kit prompt file (see
+  -> decoder -> propagation -> --refine: by default the coarse labels, improved by the decoder
+  where the two agree). --prompts FILE is a medsam-kit prompt file (see
   medsam_kit.prompts.user_file) for a single input; --prompts DIR holds <case>.json per
   input volume (volumes without one are segmented automatically).
 
@@ -150,7 +151,7 @@ def _prompt_file(name: str, prompts: Path | None, single: bool) -> Path | None:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The options :func:`make_segmenter` reads: the model source (--run | --model [--checkpoint]
-    [--in-channels]) and how it segments (--batch-size, --mode, --propagation, --guide, --cache-mb).
+    [--in-channels]) and how it segments (--batch-size, --mode, --propagation, --guide, --refine, --cache-mb).
     Shared by ``predict`` and ``serve``."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", type=Path, help="training run folder (model, plan, label names from it)")
@@ -176,6 +177,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="box propagation guided by the model's coarse head (the next box from its region "
                              "of the label; the object ends where it sees none): 'auto' (default) = on for "
                              "--run and medsam_kit checkpoints, whose coarse head is trained, off otherwise")
+    parser.add_argument("--refine", choices=("auto", "decoder", "none"), default="auto",
+                        help="automatic mode: 'auto' (default) = the coarse head's labels, improved by the mask "
+                             "decoder where the two agree (never measured below the coarse head alone); "
+                             "'decoder' = the decoder's propagated masks alone; 'none' = the coarse head alone, "
+                             "the fastest path (no decoder work)")
     parser.add_argument("--cache-mb", type=int, default=1024,
                         help="bound of the slice-embedding cache in MiB (default 1024)")
 
@@ -187,7 +193,8 @@ def make_segmenter(args: argparse.Namespace):
     from medsam_kit.infer.volume import PropagationOptions
     from medsam_kit.models import load_model, read_checkpoint
 
-    options = {"device": args.device, "batch_size": args.batch_size, "cache_bytes": args.cache_mb << 20}
+    options = {"device": args.device, "batch_size": args.batch_size, "cache_bytes": args.cache_mb << 20,
+               "refine": getattr(args, "refine", "auto")}
     in_channels = getattr(args, "in_channels", None)
 
     def propagation(trained_head: bool, trained_memory: bool = False) -> PropagationOptions:

@@ -106,7 +106,11 @@ class TrainProgress:
         self.bar.update(1)
 
     def on_validation(self, step: int, record: dict) -> None:
-        self.postfix["val_dice"] = f"{record['val_dice']:.3f}"
+        modes = record.get("val_modes") or {}
+        if len(modes) > 1:  # e.g. "val coarse/auto/prompted 0.66/0.71/0.80"; best.pt follows train.select_on
+            self.postfix[f"val {'/'.join(modes)}"] = "/".join(f"{m['mean']:.2f}" for m in modes.values())
+        else:
+            self.postfix["val_dice"] = f"{record['val_dice']:.3f}"
         if record.get("val_pseudo_coverage") is not None:  # SSS: validation pixels above the threshold / right
             self.postfix["sure/right"] = (f"{record['val_pseudo_coverage']:.0%}/"
                                           f"{record['val_pseudo_precision'] or 0:.0%}")

@@ -149,19 +149,127 @@ def map_boxes(boxes: torch.Tensor, matrices: torch.Tensor, size: tuple[int, int]
     return torch.cat([mapped.amin(dim=1), mapped.amax(dim=1)], dim=1)
 
 
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of the last two axes with one ``sigma`` (pixels, ``(B,)``) per sample.
+
+    ``sigma <= 0`` leaves a sample unchanged. Edges are reflected (no dark frame).
+    """
+    batch = images.shape[0]
+    flat = images.reshape(1, -1, *images.shape[-2:])  # every (sample, channel, slice) plane is a group
+    planes = flat.shape[1] // batch
+    radius = max(1, math.ceil(3 * float(sigma.max()))) if len(sigma) else 1
+    radius = min(radius, (images.shape[-1] - 1) // 2) or 1
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    s = sigma.float().clamp_min(1e-6)[:, None]
+    kernel = torch.exp(-0.5 * (x[None] / s) ** 2)
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # sigma -> 0: a delta (the pixel itself)
+    kernel = kernel.repeat_interleave(planes, dim=0).to(images.device, images.dtype)
+    groups = kernel.shape[0]
+    out = F.pad(flat, (radius, radius, 0, 0), mode="reflect")
+    out = F.conv2d(out, kernel.view(groups, 1, 1, -1), groups=groups)
+    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
+    out = F.conv2d(out, kernel.view(groups, 1, -1, 1), groups=groups)
+    return out.reshape(images.shape)
+
+
+@dataclass(frozen=True)
+class IntensityParams:
+    """Random intensity changes of labeled samples (image only; nnU-Net-style, on model-input values in [0, 1]).
+
+    With one or a few labeled volumes a model learns their exact contrast, noise and shading; these draws
+    make it meet other scanners' and patients' (a patient's bright-blood / myocardium ratio, coil shading,
+    SNR). Each sample is changed with ``probability``; each change is drawn independently.
+
+    Attributes:
+        probability: chance that a sample's intensities are changed at all (0: off).
+        contrast: factor from ``[1 - c, 1 + c]`` about the sample's mean.
+        brightness: additive shift from ``[-b, b]``.
+        gamma_range: ``x ** g`` with ``g`` log-uniform in ``(lo, hi)``.
+        noise_std: Gaussian noise, standard deviation uniform in ``[0, noise_std]``.
+        blur_sigma: Gaussian blur sigma (pixels) uniform in ``[0, blur_sigma]``, for half the changed samples.
+        bias: amplitude of a smooth multiplicative field ``exp(a · plane)`` (a random linear ramp across the
+            image, as a surface coil's shading), ``a`` uniform in ``[-bias, bias]``.
+    """
+
+    probability: float = 0.0
+    contrast: float = 0.3
+    brightness: float = 0.1
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    noise_std: float = 0.05
+    blur_sigma: float = 1.0
+    bias: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"augment intensity probability must be in [0, 1], got {self.probability}")
+        lo, hi = (float(v) for v in self.gamma_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"augment gamma_range must be (lo, hi) with 0 < lo <= hi, got {self.gamma_range}")
+        if not 0 <= self.contrast < 1 or min(self.brightness, self.noise_std, self.blur_sigma, self.bias) < 0:
+            raise ValueError("augment contrast must be in [0, 1) and brightness / noise_std / blur_sigma / bias >= 0")
+
+
+def intensity_augment(images: torch.Tensor, params: IntensityParams, generator: torch.Generator,
+                      total: int | None = None, offset: int = 0) -> torch.Tensor:
+    """Change the intensities of each sample of ``images`` ``(B, C, H, W)`` in ``[0, 1]`` (:class:`IntensityParams`).
+
+    Draws are made for ``total`` samples (default ``B``) and rows ``offset ..`` applied, so a share of a
+    distributed batch changes exactly as in one process. The result is clipped to ``[0, 1]``.
+    """
+    batch = images.shape[0]
+    n = batch if total is None else int(total)
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return (lo + (hi - lo) * torch.rand(n, generator=generator))[offset:offset + batch]
+
+    def per_sample(values: torch.Tensor) -> torch.Tensor:
+        return values.to(images.device, torch.float32).view(-1, *([1] * (images.ndim - 1)))
+
+    changed = uniform(0.0, 1.0) < params.probability
+    contrast = torch.where(changed, uniform(1 - params.contrast, 1 + params.contrast), torch.ones(()))
+    shift = torch.where(changed, uniform(-params.brightness, params.brightness), torch.zeros(()))
+    lo, hi = (math.log(float(v)) for v in params.gamma_range)
+    gamma = torch.where(changed, torch.exp(uniform(lo, hi)), torch.ones(()))
+    noise = torch.where(changed, uniform(0.0, params.noise_std), torch.zeros(()))
+    sigma = torch.where(changed & (uniform(0.0, 1.0) < 0.5), uniform(0.0, params.blur_sigma), torch.zeros(()))
+    angle = uniform(0.0, 2 * math.pi)
+    amplitude = torch.where(changed, uniform(-params.bias, params.bias), torch.zeros(()))
+    noise_field = torch.randn((n, *images.shape[1:]), generator=generator)[offset:offset + batch]
+    if not bool(changed.any()):
+        return images
+    x = images.float()
+    h, w = x.shape[-2:]
+    yy = torch.linspace(-1, 1, h, device=x.device)[:, None]
+    xx = torch.linspace(-1, 1, w, device=x.device)[None, :]
+    ramp = per_sample(torch.cos(angle)) * xx + per_sample(torch.sin(angle)) * yy  # (B, 1, H, W)
+    x = x * torch.exp(per_sample(amplitude) * ramp)
+    mean = x.mean(dim=tuple(range(1, x.ndim)), keepdim=True)
+    x = ((x - mean) * per_sample(contrast) + mean + per_sample(shift)).clamp(0, 1)
+    x = x.clamp_min(1e-8).pow(per_sample(gamma))
+    if bool((sigma > 0).any()):
+        x = gaussian_blur(x, sigma)
+    x = x + per_sample(noise) * noise_field.to(x.device)
+    out = x.clamp(0, 1).to(images.dtype)
+    return torch.where(per_sample(changed) > 0, out, images)
+
+
 class SpatialAugment:
-    """Callable ``(batch, step) -> batch`` warping ``batch["image"]`` and ``batch["label"]`` together.
+    """Callable ``(batch, step) -> batch`` warping ``batch["image"]`` and ``batch["label"]`` together, then
+    (with ``intensity``) changing the image's intensities (:func:`intensity_augment`).
 
     Args:
         params: the ranges.
         pad_value: image value for pixels from outside the sample.
         seed: base seed; step ``t`` uses a generator seeded by ``(seed, t)``.
+        intensity: labeled-sample intensity changes (default off).
     """
 
-    def __init__(self, params: AugmentParams, pad_value: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, params: AugmentParams, pad_value: float = 0.0, seed: int = 0,
+                 intensity: IntensityParams | None = None) -> None:
         self.params = params
         self.pad_value = float(pad_value)
         self.seed = int(seed)
+        self.intensity = intensity or IntensityParams()
 
     def __call__(self, batch: dict, step: int, start: int = 0, global_size: int | None = None) -> dict:
         """Warp ``batch`` as rows ``start ..`` of a micro-batch of ``global_size`` samples (default: the batch).
@@ -169,13 +277,17 @@ class SpatialAugment:
         The warps are drawn for the whole micro-batch and the batch's rows applied, so a process
         holding one share of a distributed batch warps its samples exactly as a single process would.
         """
-        if not self.params.active:
-            return batch
+        out = batch
         rows = batch["image"].shape[0]
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(step))
-        matrices = random_affines(global_size or rows, self.params, generator)[start:start + rows]
-        image, label = warp_batch(batch["image"], batch.get("label"), matrices, self.pad_value)
-        out = dict(batch, image=image)
-        if label is not None:
-            out["label"] = label
+        if self.params.active:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(step))
+            matrices = random_affines(global_size or rows, self.params, generator)[start:start + rows]
+            image, label = warp_batch(batch["image"], batch.get("label"), matrices, self.pad_value)
+            out = dict(batch, image=image)
+            if label is not None:
+                out["label"] = label
+        if self.intensity.probability > 0:  # its own stream: turning it on leaves the warps as they were
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + int(step)) * 2 + 1)
+            out = dict(out, image=intensity_augment(out["image"], self.intensity, generator, global_size or rows,
+                                                    start))
         return out

@@ -31,6 +31,7 @@ appended to ``RUN/config_changes.jsonl``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -43,10 +44,12 @@ from typing import Any
 
 import yaml
 
+#: What validation can score (``train.val_modes``): the coarse head, the automatic pipeline, one box per class.
+VAL_MODES = ("coarse", "auto", "prompted")
 #: Config keys a resumed run may change without ``--resume-with-changes`` (see the module docstring).
 RESUMABLE_KEYS = frozenset({
     "train.steps", "train.device", "train.checkpoint_every", "train.val_every", "train.val_batch_size",
-    "train.validate_at_start", "data.num_workers",
+    "train.validate_at_start", "train.val_modes", "data.num_workers",
 })
 _PATH_KEYS = ("data.prepared", "data.raw", "model.checkpoint")  # the same file under another spelling is equal
 
@@ -137,6 +140,10 @@ class TrainConfig:
         val_batch_size: slices per forward pass in validation.
         seed: seeds sampling, prompts and initialisation.
         device: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...
+        val_modes: what validation scores on the validation cases: ``coarse`` (the coarse head's
+            argmax), ``auto`` (the full automatic pipeline, as ``predict`` runs it: what users get),
+            ``prompted`` (one tight ground-truth box per class on its largest slice, propagated).
+        select_on: the mode whose mean Dice picks ``best.pt`` (one of ``val_modes``).
     """
 
     steps: int = 300
@@ -150,6 +157,8 @@ class TrainConfig:
     val_batch_size: int = 8
     seed: int = 0
     device: str = "auto"
+    val_modes: list = field(default_factory=lambda: ["coarse", "auto", "prompted"])
+    select_on: str = "auto"
 
 
 @dataclass
@@ -161,6 +170,10 @@ class AugmentConfig:
     without it followed the box less than the position it had seen). Flips and quarter turns
     are off by default: they erase left-right anatomy (right vs left ventricle); set ``flip`` /
     ``rot90`` for data without a preferred orientation (EM). ``probability: 0`` turns it off.
+
+    ``intensity`` is the chance that a labeled sample's intensities change (contrast, gamma, a coil-like
+    shading ramp, blur, noise; :class:`~medsam_kit.engine.augment.IntensityParams`, ranges in the
+    ``intensity_*`` keys), so a model trained on a few volumes meets other contrasts; 0 (default) is off.
     """
 
     probability: float = 0.8
@@ -169,6 +182,12 @@ class AugmentConfig:
     rotate_deg: float = 15.0
     scale: list = field(default_factory=lambda: [0.85, 1.2])
     translate: float = 0.1
+    intensity: float = 0.0
+    intensity_contrast: float = 0.3
+    intensity_gamma: list = field(default_factory=lambda: [0.7, 1.5])
+    intensity_noise: float = 0.05
+    intensity_blur: float = 1.0
+    intensity_bias: float = 0.3
 
     def params(self):
         from medsam_kit.engine.augment import AugmentParams
@@ -177,6 +196,16 @@ class AugmentConfig:
             raise ValueError(f"augment.scale must be [lo, hi], got {self.scale}")
         return AugmentParams(self.probability, self.flip, self.rot90, self.rotate_deg,
                              (float(self.scale[0]), float(self.scale[1])), self.translate)
+
+    def intensity_params(self):
+        from medsam_kit.engine.augment import IntensityParams
+
+        if len(self.intensity_gamma) != 2:
+            raise ValueError(f"augment.intensity_gamma must be [lo, hi], got {self.intensity_gamma}")
+        return IntensityParams(self.intensity, contrast=self.intensity_contrast,
+                               gamma_range=(float(self.intensity_gamma[0]), float(self.intensity_gamma[1])),
+                               noise_std=self.intensity_noise, blur_sigma=self.intensity_blur,
+                               bias=self.intensity_bias)
 
 
 @dataclass
@@ -297,6 +326,11 @@ def _validate(config: ExperimentConfig) -> None:
         raise ValueError("train.checkpoint_every must be >= 1 and train.val_every >= 0")
     if t.amp not in ("auto", True, False):
         raise ValueError(f"train.amp must be 'auto', true or false, got {t.amp!r}")
+    unknown_modes = [m for m in t.val_modes if m not in VAL_MODES]
+    if unknown_modes or not t.val_modes:
+        raise ValueError(f"train.val_modes must list some of {list(VAL_MODES)}, got {t.val_modes!r}")
+    if t.select_on not in t.val_modes:
+        raise ValueError(f"train.select_on must be one of train.val_modes {t.val_modes}, got {t.select_on!r}")
     if not 0.0 <= config.sampler.foreground_probability <= 1.0:
         raise ValueError("sampler.foreground_probability must be in [0, 1]")
     try:
@@ -305,6 +339,7 @@ def _validate(config: ExperimentConfig) -> None:
         raise ValueError(str(err).replace("augment ", "augment.")) from None
     if config.optim.lr <= 0 or not 0.0 <= config.optim.min_lr_ratio <= 1.0:
         raise ValueError("optim.lr must be > 0 and optim.min_lr_ratio in [0, 1]")
+    config.augment.intensity_params()  # its ranges are checked with the config, not at the first step
 
 
 def load_config(path: str | os.PathLike, overrides: dict | None = None) -> ExperimentConfig:
@@ -360,6 +395,9 @@ def config_changes(saved: Mapping, config: ExperimentConfig) -> dict[str, tuple[
     """``{"optim.lr": (old, new), ...}``: dotted keys whose value differs between ``saved`` (a run's
     ``config.yaml`` as plain data) and ``config``; a key missing on one side has the value None there."""
     new = _flatten(yaml.safe_load(yaml.safe_dump(config.to_dict(), sort_keys=False)))  # tuples -> lists, as saved
+    with contextlib.suppress(ValueError, TypeError):  # else compared as written
+        # keys an older version did not write take their defaults: not a change
+        saved = yaml.safe_load(yaml.safe_dump(config_from_dict(dict(saved)).to_dict(), sort_keys=False))
     old = _flatten(saved)
     return {key: (old.get(key), new.get(key)) for key in [*new, *(k for k in old if k not in new)]
             if not _same(key, old.get(key), new.get(key))}

@@ -18,9 +18,13 @@ from monai.losses import DiceCELoss
 class CoarseLoss(torch.nn.Module):
     """Dice + CE for ``logits`` ``(B, K+1, H, W)`` against integer ``labels`` ``(B, H, W)`` in ``0..K``."""
 
-    def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0) -> None:
+    def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0, batch_dice: bool = False) -> None:
         super().__init__()
-        self.loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=dice_weight, lambda_ce=ce_weight)
+        # batch_dice: one Dice per class over the whole micro-batch (nnU-Net's "batch dice") instead of one per
+        # slice. Per slice, a class absent from a slice scores Dice 0 for any predicted mass however small, a
+        # pull towards never predicting small or sometimes-absent classes.
+        self.loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=dice_weight, lambda_ce=ce_weight,
+                               batch=batch_dice)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.loss(logits.float(), labels.unsqueeze(1).long())

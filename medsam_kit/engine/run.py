@@ -107,14 +107,8 @@ class RunLog:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
-            prefix = record["kind"]
-            for key, value in record.items():
-                if isinstance(value, int | float) and key != "step":
-                    self.writer.add_scalar(f"{prefix}/{key}", value, record["step"])
-                elif isinstance(value, dict):
-                    for name, v in value.items():
-                        if isinstance(v, int | float):
-                            self.writer.add_scalar(f"{prefix}/{key}/{name}", v, record["step"])
+            for tag, value in _scalars(record["kind"], {k: v for k, v in record.items() if k != "step"}):
+                self.writer.add_scalar(tag, value, record["step"])
 
     def plot(self) -> Path:
         """Write ``progress.png``: training losses (left), validation Dice per class and mean (right)."""
@@ -135,13 +129,20 @@ class RunLog:
         ax_loss.set(xlabel="step", ylabel="loss", title="training loss")
         if train:
             ax_loss.legend()
+        selected = val[-1].get("val_select_on", "coarse") if val else "coarse"
         if val:
             vsteps = [r["step"] for r in val]
-            ax_val.plot(vsteps, [r["val_dice"] for r in val], "k-o", label="mean", lw=2)
+            modes = list(val[-1].get("val_modes") or {})
+            for mode, style in zip(modes, ("k-o", "b-s", "g-^", "m-v"), strict=False):  # every mode's mean
+                means = [(r.get("val_modes") or {}).get(mode, {}).get("mean", float("nan")) for r in val]
+                ax_val.plot(vsteps, means, style, label=f"{mode} mean", lw=2 if mode == selected else 1)
+            if not modes:  # runs written before validation had modes
+                ax_val.plot(vsteps, [r["val_dice"] for r in val], "k-o", label="mean", lw=2)
             for name in val[-1].get("val_dice_per_class", {}):
-                ax_val.plot(vsteps, [r["val_dice_per_class"].get(name, float("nan")) for r in val], "--", label=name)
-            ax_val.legend()
-        ax_val.set(xlabel="step", ylabel="Dice", title="validation Dice (coarse head)", ylim=(0, 1))
+                ax_val.plot(vsteps, [r["val_dice_per_class"].get(name, float("nan")) for r in val], "--",
+                            label=f"{name} ({selected})")
+            ax_val.legend(fontsize="small")
+        ax_val.set(xlabel="step", ylabel="Dice", title=f"validation Dice (best.pt on {selected})", ylim=(0, 1))
         fig.tight_layout()
         target = self.run_dir / "progress.png"
         with atomic_path(target) as tmp:
@@ -153,6 +154,17 @@ class RunLog:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
+
+
+def _scalars(prefix: str, values: dict):
+    """``(tag, number)`` pairs of a record, nested dicts as ``prefix/key/name`` (TensorBoard tags)."""
+    for key, value in values.items():
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int | float):
+            yield f"{prefix}/{key}", value
+        elif isinstance(value, dict):
+            yield from _scalars(f"{prefix}/{key}", value)
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -85,7 +85,7 @@ from medsam_kit.engine.distributed import (
     shard,
 )
 from medsam_kit.engine.intensity import intensity_spec, to_unit, unit_pad_value
-from medsam_kit.engine.metrics import dice_iou
+from medsam_kit.engine.pipeline_validation import DiceTally, pipeline_dice, pipeline_segmenter
 from medsam_kit.engine.run import (
     CHECKPOINTS,
     RunLog,
@@ -289,7 +289,8 @@ class Trainer:
         lut[self.class_values] = np.arange(1, len(self.class_values) + 1)
         self.label_lut = torch.from_numpy(lut)
         self.intensity = intensity_spec(self.plan)
-        self.augment = SpatialAugment(cfg.augment.params(), unit_pad_value(self.intensity), cfg.train.seed)
+        self.augment = SpatialAugment(cfg.augment.params(), unit_pad_value(self.intensity), cfg.train.seed,
+                                      cfg.augment.intensity_params())
         in_channels = len(self.plan.channel_names)
         if cfg.model.in_channels not in (None, in_channels):
             raise ValueError(
@@ -619,32 +620,43 @@ class Trainer:
         return torch.cat(out).numpy()
 
     def validate(self) -> dict[str, Any]:
-        """Mean Dice per class over the val cases (coarse head, automatic mode).
+        """Mean Dice per class over the val cases, for each mode of ``train.val_modes``.
+
+        Modes: ``coarse`` (the coarse head's argmax), ``auto`` (the automatic pipeline as ``predict --run``
+        runs it) and ``prompted`` (one tight ground-truth box per class, propagated); see
+        :mod:`medsam_kit.engine.pipeline_validation`. A case where a class is absent from both
+        prediction and label does not count for that class.
 
         Returns:
-            ``{"val_dice": mean over classes, "val_dice_per_class": {name: mean over cases}}``; a case
-            where a class is absent from both prediction and label does not count for that class.
+            ``{"val_dice": mean over classes of the train.select_on mode, "val_dice_per_class": {name: mean
+            over cases} of that mode, "val_select_on": mode, "val_modes": {mode: {"mean", "per_class"}}}``.
             For a method with a confidence threshold (``method.pseudo_label_threshold``, SSS) also
             ``val_pseudo_coverage`` / ``val_pseudo_precision``: the share of validation pixels the
             model is that sure of, and the share of those it labels right (:class:`PseudoLabelCalibration`;
             a threshold that keeps few pixels, or wrong ones, is the wrong threshold for this model).
         """
+        t = self.config.train
         was_training = self.model.training
         self.model.eval()
         threshold = getattr(self.method, "pseudo_label_threshold", None)
         calibration = PseudoLabelCalibration(len(self.class_values) + 1) if threshold is not None else None
-        scores: dict[int, list[float]] = {v: [] for v in self.class_values}
+        names = self.plan.label_names
+        coarse = DiceTally(self.class_values)
         for case in self.val_cases:
             label = np.asarray(case.label)
-            pred = self.predict_case(case.image, calibration, label)
-            for value in self.class_values:
-                if (pred == value).any() or (label == value).any():
-                    scores[value].append(dice_iou(pred == value, label == value)[0])
+            coarse.add(self.predict_case(case.image, calibration, label), label)
+        mean, per_class = coarse.summary(names)
+        modes = {"coarse": {"mean": mean, "per_class": per_class}}
+        pipeline = [m for m in t.val_modes if m != "coarse"]
+        if pipeline:
+            segmenter = pipeline_segmenter(self.model, self.class_values, names,
+                                           lambda image: to_unit(image, self.intensity), self.device,
+                                           t.val_batch_size)
+            modes.update(pipeline_dice(segmenter, self.val_cases, pipeline, self.class_values, names))
         self.model.train(was_training)
-        names = self.plan.label_names
-        per_class = {names[v]: float(np.mean(s)) if s else float("nan") for v, s in scores.items()}
-        finite = [d for d in per_class.values() if not math.isnan(d)]
-        record = {"val_dice": float(np.mean(finite)) if finite else 0.0, "val_dice_per_class": per_class}
+        chosen = modes[t.select_on]
+        record = {"val_dice": chosen["mean"], "val_dice_per_class": chosen["per_class"], "val_select_on": t.select_on,
+                  "val_modes": modes}
         if calibration is not None:
             kept = calibration.summary([threshold])[f"{float(threshold):g}"]
             record.update({"val_pseudo_coverage": kept["coverage"], "val_pseudo_precision": kept["precision"]})

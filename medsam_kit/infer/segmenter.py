@@ -33,7 +33,13 @@ from medsam_kit.infer.cache import DEFAULT_MAX_BYTES, EmbeddingCache
 from medsam_kit.infer.grid import map_prompts, resample_linear
 from medsam_kit.infer.run_loading import load_run_for_inference
 from medsam_kit.infer.slice_predictor import SlicePredictor
-from medsam_kit.infer.volume import PropagationOptions, decode_slice_prompts, segment_automatic, segment_prompted
+from medsam_kit.infer.volume import (
+    REFINE_MODES,
+    PropagationOptions,
+    decode_slice_prompts,
+    segment_automatic,
+    segment_prompted,
+)
 from medsam_kit.io.geometry import Geometry
 from medsam_kit.io.validate import check_intensities
 from medsam_kit.io.volume import Volume
@@ -91,13 +97,17 @@ class Segmenter:
             preprocessing; right for official / MedSAM weights) and ``"native"`` decodes ``S x S``
             windows at the preprocessed resolution (what the trainer trains on; the default of
             :meth:`from_run` and of medsam_kit checkpoints). See :mod:`medsam_kit.infer.slice_predictor`.
+        refine: automatic mode only: ``"auto"`` (default) the coarse head's labels improved by the mask
+            decoder where the two agree, never handing back less than the coarse answer on the phantoms;
+            ``"decoder"`` the decoder's propagated masks alone; ``"none"`` the coarse head alone (fastest).
+            See :func:`~medsam_kit.infer.volume.segment_automatic`.
     """
 
     def __init__(self, model, plan: PreprocessingPlan | None = None, label_names: Mapping[int, str] | None = None,
                  device: str = "cpu", intensity_to_unit: Callable[[np.ndarray], np.ndarray] | None = None,
                  cache_bytes: int = DEFAULT_MAX_BYTES, batch_size: int = 8,
                  propagation: PropagationOptions | None = None, background_threshold: float = 0.5,
-                 mode: str = "longest") -> None:
+                 mode: str = "longest", refine: str = "auto") -> None:
         self.model = model.to(device).eval() if hasattr(model, "to") else model
         self.plan = plan
         if label_names is None:
@@ -112,6 +122,9 @@ class Segmenter:
         self.predictor = SlicePredictor(self.model, self.cache, batch_size, device, pad_value=pad, mode=mode)
         self.propagation = propagation or PropagationOptions()
         self.background_threshold = background_threshold
+        if refine not in REFINE_MODES:
+            raise ValueError(f"refine must be one of {REFINE_MODES}, got {refine!r}")
+        self.refine = refine
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str = "cpu", **kwargs: Any) -> Segmenter:
@@ -176,7 +189,8 @@ class Segmenter:
 
     # ------------------------------------------------------------------ volumes
     def segment_volume(self, volume: Volume | np.ndarray, prompts: PromptSet | Mapping | None = None, *,
-                       geometry: Geometry | None = None, return_probabilities: bool = False) -> SegmentationResult:
+                       geometry: Geometry | None = None, return_probabilities: bool = False,
+                       refine: str | None = None) -> SegmentationResult:
         """Segment a volume, prompted (``prompts`` given) or automatic (``prompts=None``).
 
         Args:
@@ -184,6 +198,7 @@ class Segmenter:
             prompts: on the input grid (see the module docstring); None for automatic mode.
             geometry: geometry of a plain array (default identity); ignored for a :class:`Volume`.
             return_probabilities: also return per-class probabilities on the input grid.
+            refine: automatic mode's refinement for this call (default: the Segmenter's ``refine``).
 
         Returns:
             :class:`SegmentationResult` with ``labels`` ``(Z, Y, X)`` uint8 on the input grid.
@@ -221,7 +236,8 @@ class Segmenter:
         volume_id = self._volume_id(model_image)
         if prompt_set is None:
             assembler, prompt_set = segment_automatic(self.predictor, volume_id, model_image, self.classes,
-                                                      self.propagation, return_probabilities)
+                                                      self.propagation, return_probabilities,
+                                                      refine=self.refine if refine is None else refine)
             mode = "automatic"
         else:
             assembler = segment_prompted(self.predictor, volume_id, model_image, prompt_set, self.propagation,

@@ -448,7 +448,12 @@ class SlicePredictor:
 
     @torch.no_grad()
     def coarse_labels(self, volume_id: Hashable, volume: np.ndarray, indices: Sequence[int]) -> np.ndarray:
-        """Coarse-head argmax ``(B, Y, X)`` uint8 of slices ``indices`` (class k = label value k).
+        """Coarse-head argmax ``(B, Y, X)`` uint8 of slices ``indices`` (class k = label value k)."""
+        return self.coarse_probabilities(volume_id, volume, indices).argmax(dim=1).to(torch.uint8).numpy()
+
+    @torch.no_grad()
+    def coarse_probabilities(self, volume_id: Hashable, volume: np.ndarray, indices: Sequence[int]) -> torch.Tensor:
+        """Coarse-head class probabilities ``(B, K + 1, Y, X)`` float32 (CPU) of slices ``indices``.
 
         "native" mode averages the class probabilities of all windows covering each pixel (only the
         part of a window on the slice counts; its padding is dropped).
@@ -457,7 +462,7 @@ class SlicePredictor:
         windows = self.windows(shape_yx)
         if windows == [None]:
             logits = self.model.coarse_logits(self.features(volume_id, volume, indices).to(self.device))
-            return self.transform(shape_yx).mask_to_slice(logits).argmax(dim=1).to(torch.uint8).cpu().numpy()
+            return torch.softmax(self.transform(shape_yx).mask_to_slice(logits).float(), dim=1).cpu()
         total = count = None
         for window in windows:
             (sy, sx), (ty, tx), (h, w) = self.transform(shape_yx, window).window_span
@@ -469,4 +474,4 @@ class SlicePredictor:
                 count = torch.zeros(shape_yx)
             total[..., sy:sy + h, sx:sx + w] += probs
             count[sy:sy + h, sx:sx + w] += 1
-        return (total / count).argmax(dim=1).to(torch.uint8).numpy()
+        return total / count

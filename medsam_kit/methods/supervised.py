@@ -48,6 +48,8 @@ class SupervisedParams:
         point_dropout: share of prompts whose points are dropped (box only), so the decoder learns both.
         max_prompts: at most this many (slice, class) prompts decoded per micro-batch.
         seed: base seed of the prompt generator.
+        coarse_batch_dice: the coarse head's Dice per class over the micro-batch, not per slice
+            (:class:`~medsam_kit.engine.losses.CoarseLoss`).
     """
 
     coarse_weight: float = 1.0
@@ -60,6 +62,7 @@ class SupervisedParams:
     point_dropout: float = 0.5
     max_prompts: int = 16
     seed: int = 0
+    coarse_batch_dice: bool = False
 
 
 class SupervisedMethod:
@@ -70,7 +73,7 @@ class SupervisedMethod:
     def __init__(self, params: SupervisedParams | None = None) -> None:
         self.params = params or SupervisedParams()
         p = self.params
-        self.coarse_loss = CoarseLoss(p.dice_weight, p.ce_weight)
+        self.coarse_loss = CoarseLoss(p.dice_weight, p.ce_weight, p.coarse_batch_dice)
         self.mask_loss = MaskLoss(p.dice_weight, p.ce_weight)
         self.prompt_config = MaskPromptConfig(
             box=True, jitter_px=p.box_jitter_px, jitter_frac=p.box_jitter_frac, n_positive=p.n_positive

@@ -74,9 +74,14 @@ DEFAULT_MAX_UPLOAD_BYTES = 1 << 30  # 1 GiB: a 512x512x1000 float32 CT, or four 
 DEFAULT_MAX_SESSION_BYTES = 4 << 30
 MAX_PROMPT_BYTES = 1 << 20  # a prompt document is a few KiB; 1 MiB leaves room for thousands of points
 Output = Literal["seg.nrrd", "nrrd", "nifti"]
+Refine = Literal["auto", "decoder", "none"]
 # Module level: with postponed annotations FastAPI resolves these names from the module's globals.
 VolumeId = Annotated[str, PathParam(description="volume id returned by POST /v1/volumes")]
 OutputQuery = Annotated[Output, Query(description="label map file format")]
+RefineQuery = Annotated[Refine | None, Query(description="automatic refinement: 'auto' the coarse labels improved "
+                                                     "by the decoder where they agree, 'decoder' the decoder's "
+                                                     "masks alone, 'none' the coarse head alone (default: the "
+                                                     "server's --refine)")]
 Filename = Annotated[str, Query(min_length=1, max_length=255, description="client file name; its suffix (.nrrd, "
                                 ".nii, .nii.gz, .mha) picks the reader")]
 PromptDocument = Annotated[dict[str, Any], Body()]
@@ -136,11 +141,11 @@ class _Server:
                  volume.spatial_shape, len(self.sessions))
         return session
 
-    def segment(self, volume_id: str, document: dict | None, output: str) -> Response:
+    def segment(self, volume_id: str, document: dict | None, output: str, refine: str | None = None) -> Response:
         session = self.sessions.get(volume_id)
         prompts = None if document is None else self._prompts(document, session)
         try:
-            result, report = self.runner.segment(session.volume, prompts)
+            result, report = self.runner.segment(session.volume, prompts, refine)
         except ValueError as err:  # the Segmenter's one-line refusals (channels, prompts off the volume)
             raise ApiError(422, str(err)) from None
         self.runner.drop(self.sessions.record_embeddings(session.id, report.new_ids, report.usage))
@@ -362,9 +367,10 @@ def create_app(segmenter, *, token: str | None = None, max_upload_bytes: int = D
 
     @app.post("/v1/volumes/{volume_id}/auto", response_class=Response, dependencies=auth,
               responses={200: _LABEL_FILE, **_ERRORS}, tags=["segmentation"])
-    def auto(volume_id: VolumeId, output: OutputQuery = "seg.nrrd") -> Response:
-        """Segment every label automatically (coarse head -> key slice prompts -> decoder -> propagation)."""
-        return server.segment(volume_id, None, output)
+    def auto(volume_id: VolumeId, output: OutputQuery = "seg.nrrd", refine: RefineQuery = None) -> Response:
+        """Segment every label automatically (coarse head -> key slice prompts -> decoder -> propagation; the
+        coarse labels improved by the decoder where they agree, unless ``refine`` says otherwise)."""
+        return server.segment(volume_id, None, output, refine)
 
     @app.delete("/v1/volumes/{volume_id}", status_code=204, response_class=Response, dependencies=auth,
                 responses=_ERRORS, tags=["volumes"])

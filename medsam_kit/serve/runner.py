@@ -56,10 +56,12 @@ class ModelRunner:
         self._queued: list[set[Hashable]] = []
         self._queue_lock = threading.Lock()
 
-    def segment(self, volume: Volume, prompts: Mapping | None) -> tuple[object, RunReport]:
-        """``segmenter.segment_volume(volume, prompts)`` under the lock, with its :class:`RunReport`.
+    def segment(self, volume: Volume, prompts: Mapping | None, refine: str | None = None
+                ) -> tuple[object, RunReport]:
+        """``segmenter.segment_volume(volume, prompts, refine=refine)`` under the lock, with its :class:`RunReport`.
 
-        ``prompts`` is a parsed :class:`~medsam_kit.prompts.PromptSet` (or None for automatic mode).
+        ``prompts`` is a parsed :class:`~medsam_kit.prompts.PromptSet` (or None for automatic mode);
+        ``refine`` (automatic mode) None keeps the server's ``--refine``.
         """
         try:
             with self.lock:
@@ -68,7 +70,7 @@ class ModelRunner:
                 before_ids = set(cache.usage_by_volume())
                 before_slices = cache.encoded_slices
                 start = time.perf_counter()
-                result = self.segmenter.segment_volume(volume, prompts)
+                result = self.segmenter.segment_volume(volume, prompts, refine=refine)
                 seconds = time.perf_counter() - start
                 usage = cache.usage_by_volume()
                 report = RunReport(seconds, cache.encoded_slices - before_slices, set(usage) - before_ids, usage)

@@ -87,3 +87,36 @@ def test_config_section_is_checked():
         config_from_dict({"augment": {"scale": [1.2, 0.9]}})
     with pytest.raises(ValueError, match="unknown config key"):
         config_from_dict({"augment": {"elastic": 3}})
+
+
+def test_intensity_changes_images_only_within_unit_range_and_deterministically():
+    from medsam_kit.engine.augment import IntensityParams
+
+    batch = _batch()
+    batch["image"] = batch["image"].clamp(0, 1)
+    params = IntensityParams(probability=1.0)
+    augment = SpatialAugment(AugmentParams(), intensity=params, seed=3)
+    out = augment(batch, 5)
+    assert torch.equal(out["label"], batch["label"])  # labels never change
+    assert out["image"].min() >= 0 and out["image"].max() <= 1
+    changed = (out["image"] - batch["image"]).abs().flatten(1).mean(1)
+    assert (changed > 0.01).all()  # every sample drawn (probability 1) changed
+    assert torch.equal(augment(batch, 5)["image"], out["image"])  # same step, same draws
+    assert not torch.equal(augment(batch, 6)["image"], out["image"])
+    # a share of a distributed batch changes exactly as those rows of the whole batch
+    share = augment({"image": batch["image"][2:4], "label": batch["label"][2:4]}, 5, start=2, global_size=6)
+    torch.testing.assert_close(share["image"], out["image"][2:4])
+    # probability 0 returns the batch untouched; the warps do not depend on the intensity stream
+    assert SpatialAugment(AugmentParams(), intensity=IntensityParams())(batch, 5) is batch
+    warp = AugmentParams(probability=1.0, rotate_deg=20)
+    plain = SpatialAugment(warp, seed=3)(batch, 5)
+    both = SpatialAugment(warp, seed=3, intensity=params)(batch, 5)
+    assert torch.equal(plain["label"], both["label"])
+
+
+def test_intensity_config_keys():
+    config = config_from_dict({"augment": {"intensity": 0.5, "intensity_gamma": [0.8, 1.2]}})
+    params = config.augment.intensity_params()
+    assert params.probability == 0.5 and params.gamma_range == (0.8, 1.2)
+    with pytest.raises(ValueError, match="intensity probability must be in"):
+        config_from_dict({"augment": {"intensity": 1.5}})

@@ -160,3 +160,40 @@ def test_rng_state_survives_a_weights_only_checkpoint(tmp_path):
     set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert torch.equal(torch.rand(3), expected[0])
     assert np.array_equal(np.random.rand(3), expected[1]) and random.random() == expected[2]
+
+
+def test_validation_scores_what_users_get_and_best_follows_select_on(prepared, tmp_path):
+    """Every validation records the coarse head, the automatic pipeline and one-box prompts; best.pt follows
+    train.select_on; the automatic score is the Dice of the Segmenter predict --run builds."""
+    import numpy as np
+
+    from medsam_kit.engine.intensity import to_unit
+    from medsam_kit.engine.metrics import dice_iou
+    from medsam_kit.engine.pipeline_validation import pipeline_segmenter
+
+    config = _config(prepared, steps=40, val_every=20)
+    config.optim.lr = 3e-3
+    trainer = Trainer(config, tmp_path / "run")
+    result = trainer.fit()
+    for record in result.validations:
+        assert set(record["val_modes"]) == {"coarse", "auto", "prompted"} and record["val_select_on"] == "auto"
+        assert record["val_dice"] == record["val_modes"]["auto"]["mean"]
+        assert all(0.0 <= mode["mean"] <= 1.0 for mode in record["val_modes"].values())
+    assert result.best_val_dice == max(r["val_modes"]["auto"]["mean"] for r in result.validations)
+    # the last record's automatic Dice, recomputed from the Segmenter of the trained weights
+    segmenter = pipeline_segmenter(trainer.model, trainer.class_values, trainer.plan.label_names,
+                                   lambda image: to_unit(image, trainer.intensity), "cpu", 8)
+    scores = {v: [] for v in trainer.class_values}
+    for case in trainer.val_cases:
+        labels, truth = segmenter.segment_volume(np.asarray(case.image), geometry=case.geometry).labels, case.label
+        for v in trainer.class_values:
+            if (labels == v).any() or (truth == v).any():
+                scores[v].append(dice_iou(labels == v, truth == v)[0])
+    expected = np.mean([np.mean(s) for s in scores.values() if s])
+    assert result.validations[-1]["val_modes"]["auto"]["mean"] == pytest.approx(expected, abs=1e-6)
+    # selection on the coarse head instead, and a mode list without the pipeline
+    coarse = _config(prepared, steps=4, val_every=2, val_modes=["coarse"], select_on="coarse")
+    record = Trainer(coarse, tmp_path / "coarse").fit().validations[-1]
+    assert set(record["val_modes"]) == {"coarse"} and record["val_dice"] == record["val_modes"]["coarse"]["mean"]
+    with pytest.raises(ValueError, match="train.select_on must be one of train.val_modes"):
+        _config(prepared, val_modes=["coarse"], select_on="auto")

@@ -108,6 +108,13 @@ def test_segment_auto_delete_round_trip_geometry_and_slicer_file(make_client, ma
     assert response.status_code == 200, response.text
     automatic = _labels_from(response, tmp_path, ".nrrd")
     assert automatic.array.shape == SHAPE and automatic.geometry.almost_equal(OBLIQUE)
+    # refine per request: the coarse head alone is what Segmenter(refine="none") gives for the same upload
+    response = client.post(f"/v1/volumes/{volume_id}/auto", params={"output": "nrrd", "refine": "none"},
+                           headers=AUTH)
+    assert response.status_code == 200, response.text
+    coarse = segmenter.segment_volume(random_volume(SHAPE), geometry=OBLIQUE, refine="none").labels
+    np.testing.assert_array_equal(_labels_from(response, tmp_path, ".nrrd").array, coarse)
+    _one_line_error(client.post(f"/v1/volumes/{volume_id}/auto", params={"refine": "best"}, headers=AUTH), 422)
 
     assert segmenter.cache_stats()["entries"] > 0
     assert client.delete(f"/v1/volumes/{volume_id}", headers=AUTH).status_code == 204

@@ -72,7 +72,7 @@ class _BlockingSegmenter:
         self.cache = EmbeddingCache(1 << 20)
         self.started, self.release = threading.Event(), threading.Event()
 
-    def segment_volume(self, volume, prompts):
+    def segment_volume(self, volume, prompts, refine=None):
         self.started.set()
         self.release.wait(10)
         _features("v2", self.cache)

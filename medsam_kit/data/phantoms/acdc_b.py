@@ -17,7 +17,9 @@ a stream unrelated to style A's):
 * **scan**: images 160–256 × 160–256 pixels (usually not square) of 1.2–2.0 mm, 7–14 slices
   5–10 mm apart (thickness ≤ spacing), 10–12 cine frames (``NbFrame`` says how many); direction
   from three random Euler angles; breath-hold mismatch shifts whole slices by a few mm.
-* **position**: the whole thorax rotated 0–360° in plane; the heart off-centre by up to 20 % of
+* **position**: the whole thorax rotated in plane by −40° to +40° about an orientation of its own
+  (short-axis views are planned alike, so real stacks vary by tens of degrees, not by turns); the
+  heart off-centre by up to 20 % of
   the field of view; the LV long axis tilted and slightly curved through the stack.
 * **LV**: endocardium in polar form ``r = R0 · P(s) · (1 + Σ_k a_k cos(k(θ − φ_k) + twist_k s))``
   with a superquadric taper ``P(s) = (1 − s^n)^(1/m)`` from base (s = 0) to apex (s = 1);
@@ -25,7 +27,7 @@ a stream unrelated to style A's):
   akinetic sector for MINF); systole shrinks the cavity by the patient's ejection fraction and
   thickens the wall by an explicit thickening fraction; papillary muscles and 4–9 small
   trabeculae as dark blobs in the blood pool (labelled LV, as ACDC does).
-* **RV**: a polar crescent on the LV epicardium, centred 120–240° round the LV from its lateral
+* **RV**: a polar crescent on the LV epicardium, centred 150–210° round the LV from its lateral
   wall, half-span 55–90°, height and tip shape (triangular to round) per patient, thin free wall
   (unlabeled); ends at 65–95 % of the LV length, so apical slices may have none.
 * **above the base**: left and right atria, aortic root and pulmonary trunk (bright, unlabeled).
@@ -195,7 +197,8 @@ class _Scan:
         self.nz = int(np.clip(round(reach / self.dz) + 1, 7, 14))
         self.z = np.arange(self.nz) * self.dz  # slice centres; z grows from base to apex
         self.psf = self.pixel * float(rng.uniform(0.45, 0.8))  # in-plane PSF sigma, mm
-        self.rotation = float(rng.uniform(0, 2 * np.pi))  # whole thorax, in plane
+        # whole thorax, in plane: a planned short-axis view varies by tens of degrees around one orientation
+        self.rotation = float(np.deg2rad(25.0 + rng.uniform(-40.0, 40.0)))
         extent = np.array([self.ny, self.nx]) * self.pixel
         room = np.maximum(extent / 2 - heart.reach - 8.0, 0.0)
         self.centre = extent / 2 + rng.uniform(-1, 1, 2) * np.minimum(0.2 * extent, room)
@@ -247,7 +250,7 @@ class _Heart:
         self.shape = [(k, rng.uniform(*amp), rng.uniform(0, 2 * np.pi), rng.uniform(-1.0, 1.0))
                       for k, amp in ((2, (0.02, 0.09)), (3, (0.0, 0.04)), (4, (0.0, 0.025)))]
         self.wall_harmonics = [(k, rng.uniform(0.0, 0.18), rng.uniform(0, 2 * np.pi)) for k in (1, 2)]
-        self.rv_angle = float(np.deg2rad(rng.uniform(120, 240)))
+        self.rv_angle = float(np.deg2rad(rng.uniform(150, 210)))
         self.rv_half_span = float(np.deg2rad(rng.uniform(55, 90)))
         self.rv_height = float(rng.uniform(20, 34) * p["rv"])
         self.rv_tip = float(rng.uniform(1.0, 2.6))  # 1: triangular, larger: rounder crescent

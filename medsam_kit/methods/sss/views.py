@@ -32,9 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from medsam_kit.engine.augment import AugmentParams, random_affines, warp_batch
+from medsam_kit.engine.augment import AugmentParams, gaussian_blur, random_affines, warp_batch
 
 #: Generator streams of one step (independent draws for each view).
 WEAK, STRONG1, STRONG2, CUTMIX1, CUTMIX2, PROMPTS = range(6)
@@ -124,29 +123,6 @@ def weak_view(images: torch.Tensor, params: AugmentParams, generator: torch.Gene
     flat = images.reshape(batch, -1, *images.shape[-2:])  # (B, C, k, S, S) -> (B, C*k, S, S): one warp per sample
     warped, _ = warp_batch(flat, None, matrices, pad_value)
     return warped.reshape(images.shape), matrices
-
-
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of the last two axes with one ``sigma`` (pixels, ``(B,)``) per sample.
-
-    ``sigma <= 0`` leaves a sample unchanged. Edges are reflected (no dark frame).
-    """
-    batch = images.shape[0]
-    flat = images.reshape(1, -1, *images.shape[-2:])  # every (sample, channel, slice) plane is a group
-    planes = flat.shape[1] // batch
-    radius = max(1, math.ceil(3 * float(sigma.max()))) if len(sigma) else 1
-    radius = min(radius, (images.shape[-1] - 1) // 2) or 1
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    s = sigma.float().clamp_min(1e-6)[:, None]
-    kernel = torch.exp(-0.5 * (x[None] / s) ** 2)
-    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # sigma -> 0: a delta (the pixel itself)
-    kernel = kernel.repeat_interleave(planes, dim=0).to(images.device, images.dtype)
-    groups = kernel.shape[0]
-    out = F.pad(flat, (radius, radius, 0, 0), mode="reflect")
-    out = F.conv2d(out, kernel.view(groups, 1, 1, -1), groups=groups)
-    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
-    out = F.conv2d(out, kernel.view(groups, 1, -1, 1), groups=groups)
-    return out.reshape(images.shape)
 
 
 def strong_view(images: torch.Tensor, params: StrongParams, generator: torch.Generator,
