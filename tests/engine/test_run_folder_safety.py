@@ -10,18 +10,10 @@ import shutil
 import pytest
 import yaml
 
-from medsam_kit.data.cache import prepare
 from medsam_kit.engine.config import config_from_dict, load_config
 from medsam_kit.engine.run import RunLog, remove_stale_temp_files
 from medsam_kit.engine.trainer import Trainer
 from medsam_kit.io import atomic_path
-
-
-@pytest.fixture(scope="module")
-def prepared(phantom_factory, tmp_path_factory):
-    out = tmp_path_factory.mktemp("acdc_prepared")
-    prepare("acdc", phantom_factory("acdc", cases=5), out)
-    return out
 
 
 def _config(prepared, **train):

@@ -8,19 +8,10 @@ import pytest
 import torch
 import yaml
 
-from medsam_kit.data.cache import prepare
 from medsam_kit.engine.config import config_from_dict, load_config
 from medsam_kit.engine.run import load_run
 from medsam_kit.engine.trainer import Trainer, freeze_parts
 from medsam_kit.models import read_checkpoint
-
-
-@pytest.fixture(scope="module")
-def prepared(phantom_factory, tmp_path_factory):
-    """5 phantom patients: 2 train (4 frames), 1 val, 1 test, 1 unused (testing/)."""
-    out = tmp_path_factory.mktemp("acdc_prepared")
-    prepare("acdc", phantom_factory("acdc", cases=5), out)
-    return out
 
 
 def _config(prepared, **train):

@@ -86,15 +86,22 @@ def generate(out_dir: Path, *, cases: int | None = None, seed: int = 0,
         rng = np.random.default_rng([seed, index])
         patient = f"patient{index + 1:03d}"
         folder = out_dir / ("training" if index < n_train else "testing") / patient
-        cine, labels, geometry, info = simulate_patient(rng, GROUPS[index % len(GROUPS)])
-        write_volume(folder / f"{patient}_4d.nii.gz", Volume(cine, geometry))
-        for frame in (info["ED"], info["ES"]):
-            stem = f"{patient}_frame{frame:02d}"
-            write_volume(folder / f"{stem}.nii.gz", Volume(cine[frame - 1], geometry))
-            write_volume(folder / f"{stem}_gt.nii.gz", Volume(labels[frame], geometry))
-        atomic_write_text(folder / "Info.cfg", "".join(f"{key}: {value}\n" for key, value in info.items()))
+        write_patient(folder, *simulate_patient(rng, GROUPS[index % len(GROUPS)]))
         if progress is not None:
             progress(index + 1, total)
+
+
+def write_patient(folder: Path, cine: np.ndarray, labels: dict[int, np.ndarray], geometry: Geometry,
+                  info: dict) -> None:
+    """Write one patient in the ACDC raw layout: ``<id>_4d.nii.gz``, the ED / ES frames with their ``_gt``
+    label maps, and ``Info.cfg`` (the folder's name is the patient id). Shared by every ACDC phantom style."""
+    patient = folder.name
+    write_volume(folder / f"{patient}_4d.nii.gz", Volume(cine, geometry))
+    for frame in (info["ED"], info["ES"]):
+        stem = f"{patient}_frame{frame:02d}"
+        write_volume(folder / f"{stem}.nii.gz", Volume(cine[frame - 1], geometry))
+        write_volume(folder / f"{stem}_gt.nii.gz", Volume(labels[frame], geometry))
+    atomic_write_text(folder / "Info.cfg", "".join(f"{key}: {value}\n" for key, value in info.items()))
 
 
 def simulate_patient(rng: np.random.Generator, group: str,

@@ -59,7 +59,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from medsam_kit.io import Geometry, Volume, atomic_write_text, write_volume
+from medsam_kit.data.phantoms.acdc import write_patient
+from medsam_kit.io import Geometry
 
 DEFAULT_CASES = 10
 GROUPS = ("DCM", "HCM", "MINF", "NOR", "RV")
@@ -104,13 +105,7 @@ def generate(out_dir: Path, *, cases: int | None = None, seed: int = 0,
         group = GROUPS[np.random.default_rng([seed, index // 5, _STREAM, 1]).permutation(5)[index % 5]]
         patient = f"patient{index + 1:03d}"
         folder = out_dir / ("training" if index < n_train else "testing") / patient
-        cine, labels, geometry, info = simulate_patient(np.random.default_rng([seed, index, _STREAM]), group)
-        write_volume(folder / f"{patient}_4d.nii.gz", Volume(cine, geometry))
-        for frame in (info["ED"], info["ES"]):
-            stem = f"{patient}_frame{frame:02d}"
-            write_volume(folder / f"{stem}.nii.gz", Volume(cine[frame - 1], geometry))
-            write_volume(folder / f"{stem}_gt.nii.gz", Volume(labels[frame], geometry))
-        atomic_write_text(folder / "Info.cfg", "".join(f"{key}: {value}\n" for key, value in info.items()))
+        write_patient(folder, *simulate_patient(np.random.default_rng([seed, index, _STREAM]), group))
         if progress is not None:
             progress(index + 1, total)
 
