@@ -1,6 +1,6 @@
 """Benchmark: supervised-only vs SSS at 1, 3 and 7 labeled ACDC phantom patients, on two phantom styles.
 
-    python bench/sss_vs_supervised.py [--styles A B] [--patients 20] [--steps 800] [--seeds 3]
+    python bench/sss_vs_supervised.py [--styles A B] [--patients 20] [--steps N] [--seeds 3]
                                       [--budgets 1 7 all] [--methods supervised sss] [--set KEY=VALUE ...]
                                       [--jobs 1] [--device cpu] [--out bench/results]
 
@@ -141,7 +141,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--styles", nargs="+", default=["A", "B"], help="phantom styles (default A B)")
     parser.add_argument("--patients", type=int, default=20, help="phantom patients per style (default 20: 11 train)")
-    parser.add_argument("--steps", type=int, default=800, help="optimizer steps of every run")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimizer steps of every run (default: the SSS config's train.steps)")
     parser.add_argument("--seeds", type=int, default=3, help="runs per setting, seeds FIRST .. FIRST+N-1")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="first seed (add seeds to an earlier invocation's without rerunning them)")
@@ -167,6 +168,10 @@ def main() -> None:
             parser.error(f"--set expects KEY=VALUE, got {item!r}")
         overrides[key.strip()] = yaml.safe_load(value)
     budgets = [b if b == "all" else int(b) for b in args.budgets]
+    if args.steps is None:
+        from medsam_kit.engine.config import load_config
+
+        args.steps = load_config(CONFIG).train.steps
 
     from medsam_kit.data.adapters import get_adapter
     from medsam_kit.data.phantoms import generate_phantoms
