@@ -81,14 +81,14 @@ def pseudo_label_calibration(trainer) -> dict:
     return counts.summary(CALIBRATION_THRESHOLDS)
 
 
-def score_run(run_dir: Path, raw: str, case_ids: list[str]) -> dict[str, list[list[float]]]:
+def score_run(run_dir: Path, raw: str, case_ids: list[str], device: str = "cpu") -> dict[str, list[list[float]]]:
     """Per test volume, RV / MYO / LV Dice of ``predict --run``'s automatic output and of the coarse head alone."""
     from medsam_kit.data.adapters import get_adapter
     from medsam_kit.engine.metrics import class_metrics
     from medsam_kit.infer import Segmenter
 
     records = {r.case_id: r for r in get_adapter("acdc").discover(raw)}
-    segmenter = Segmenter.from_run(run_dir)
+    segmenter = Segmenter.from_run(run_dir, device=device)
     scores: dict[str, list[list[float]]] = {key: [] for key in SCORES}
     for case_id in case_ids:
         case = records[case_id].load()
@@ -117,12 +117,13 @@ def run_setting(style: str, raw: str, work: str, method: str, budget: int | str,
     run_dir = Path(work) / f"{style}_{method}_{budget}_seed{seed}"
     tic = time.perf_counter()
     trainer = Trainer(config, run_dir)
-    result = trainer.fit()
+    result = trainer.fit(resume=(run_dir / "checkpoints" / "last.pt").is_file())  # an interrupted bench goes on
     seconds = time.perf_counter() - tic
     calibration = pseudo_label_calibration(trainer) if trainer.unlabeled_cases else {}
     split = json.loads((run_dir / "split.json").read_text())
-    scores = score_run(run_dir, raw, split["test"])
-    row = {"style": style, "method": method, "budget": budget, "seed": seed,
+    scores = score_run(run_dir, raw, split["test"], device)
+    row = {"style": style, "method": method, "budget": budget, "seed": seed, "steps": steps,
+           "overrides": overrides or {},
            "labeled_patients": sorted({c.split("_")[0] for c in split["train_labeled"]}),
            "unlabeled_volumes": len(split.get("train_unlabeled", [])), "train_seconds": round(seconds, 1),
            "best_val_dice": result.best_val_dice, "best_step": result.best_step,
@@ -184,6 +185,8 @@ def main() -> None:
         if args.resume and partial.is_file() else []
     if not args.resume:
         partial.write_text("")
+    # rows of other settings (steps, --set) are not this benchmark's: kept in the file, left out of the table
+    rows = [r for r in rows if r.get("steps", args.steps) == args.steps and r.get("overrides", {}) == overrides]
     done = {_key(r) for r in rows}
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     threads = args.threads or (max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0)

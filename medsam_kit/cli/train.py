@@ -24,7 +24,9 @@ run folder (RUN):
 --resume continues RUN with the config it was trained with: a changed key is refused (the message
 lists them, e.g. optim.lr: 0.001 -> 0.01) except train.steps (train longer or shorter: the cosine
 LR schedule is recomputed for the new length), train.device, data.num_workers,
-train.checkpoint_every, train.val_every, train.val_batch_size and train.validate_at_start.
+train.checkpoint_every, train.val_every, train.val_batch_size, train.validate_at_start and
+train.val_modes / train.select_on (a new select_on chooses best.pt anew from the resumed step; runs
+written before validation had modes count as val_modes [coarse], select_on coarse).
 --resume-with-changes resumes with any change. Both record what changed in config_changes.jsonl
 and write the new config.yaml. Temporary files a killed save left in RUN are removed at each start.
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -149,15 +150,18 @@ def map_boxes(boxes: torch.Tensor, matrices: torch.Tensor, size: tuple[int, int]
     return torch.cat([mapped.amin(dim=1), mapped.amax(dim=1)], dim=1)
 
 
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, max_sigma: float | None = None) -> torch.Tensor:
     """Separable Gaussian blur of the last two axes with one ``sigma`` (pixels, ``(B,)``) per sample.
 
-    ``sigma <= 0`` leaves a sample unchanged. Edges are reflected (no dark frame).
+    ``sigma <= 0`` leaves a sample unchanged. Edges are reflected (no dark frame). The kernel radius is
+    ``3 * max_sigma`` (default: the largest ``sigma`` given); a process holding one share of a distributed
+    batch passes the whole batch's largest sigma, so its samples are blurred exactly as in one process.
     """
     batch = images.shape[0]
     flat = images.reshape(1, -1, *images.shape[-2:])  # every (sample, channel, slice) plane is a group
     planes = flat.shape[1] // batch
-    radius = max(1, math.ceil(3 * float(sigma.max()))) if len(sigma) else 1
+    largest = float(sigma.max()) if max_sigma is None and len(sigma) else float(max_sigma or 0.0)
+    radius = max(1, math.ceil(3 * largest))
     radius = min(radius, (images.shape[-1] - 1) // 2) or 1
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     s = sigma.float().clamp_min(1e-6)[:, None]
@@ -219,11 +223,11 @@ def intensity_augment(images: torch.Tensor, params: IntensityParams, generator: 
     batch = images.shape[0]
     n = batch if total is None else int(total)
 
-    def uniform(lo: float, hi: float) -> torch.Tensor:
-        return (lo + (hi - lo) * torch.rand(n, generator=generator))[offset:offset + batch]
+    def uniform(lo: float, hi: float) -> torch.Tensor:  # all n samples' draws
+        return lo + (hi - lo) * torch.rand(n, generator=generator)
 
-    def per_sample(values: torch.Tensor) -> torch.Tensor:
-        return values.to(images.device, torch.float32).view(-1, *([1] * (images.ndim - 1)))
+    def mine(values: torch.Tensor) -> torch.Tensor:  # this share's rows, shaped to broadcast over a sample
+        return values[offset:offset + batch].to(images.device, torch.float32).view(-1, *([1] * (images.ndim - 1)))
 
     changed = uniform(0.0, 1.0) < params.probability
     contrast = torch.where(changed, uniform(1 - params.contrast, 1 + params.contrast), torch.ones(()))
@@ -235,22 +239,25 @@ def intensity_augment(images: torch.Tensor, params: IntensityParams, generator: 
     angle = uniform(0.0, 2 * math.pi)
     amplitude = torch.where(changed, uniform(-params.bias, params.bias), torch.zeros(()))
     noise_field = torch.randn((n, *images.shape[1:]), generator=generator)[offset:offset + batch]
-    if not bool(changed.any()):
+    if not bool(changed[offset:offset + batch].any()):
         return images
     x = images.float()
     h, w = x.shape[-2:]
     yy = torch.linspace(-1, 1, h, device=x.device)[:, None]
     xx = torch.linspace(-1, 1, w, device=x.device)[None, :]
-    ramp = per_sample(torch.cos(angle)) * xx + per_sample(torch.sin(angle)) * yy  # (B, 1, H, W)
-    x = x * torch.exp(per_sample(amplitude) * ramp)
+    ramp = mine(torch.cos(angle)) * xx + mine(torch.sin(angle)) * yy  # a coil-like shading ramp, (B, 1, H, W)
+    x = x * torch.exp(mine(amplitude) * ramp)
     mean = x.mean(dim=tuple(range(1, x.ndim)), keepdim=True)
-    x = ((x - mean) * per_sample(contrast) + mean + per_sample(shift)).clamp(0, 1)
-    x = x.clamp_min(1e-8).pow(per_sample(gamma))
-    if bool((sigma > 0).any()):
-        x = gaussian_blur(x, sigma)
-    x = x + per_sample(noise) * noise_field.to(x.device)
+    x = ((x - mean) * mine(contrast) + mean + mine(shift)).clamp(0, 1)
+    x = x.clamp_min(1e-8).pow(mine(gamma))
+    if bool((sigma[offset:offset + batch] > 0).any()):
+        x = gaussian_blur(x, sigma[offset:offset + batch], max_sigma=float(sigma.max()))
+    x = x + mine(noise) * noise_field.to(x.device)
     out = x.clamp(0, 1).to(images.dtype)
-    return torch.where(per_sample(changed) > 0, out, images)
+    return torch.where(mine(changed) > 0, out, images)
+
+
+_INTENSITY_STREAM = 0x1A7E  # the intensity draws' own random stream (never one of the warps' seeds)
 
 
 class SpatialAugment:
@@ -287,7 +294,8 @@ class SpatialAugment:
             if label is not None:
                 out["label"] = label
         if self.intensity.probability > 0:  # its own stream: turning it on leaves the warps as they were
-            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + int(step)) * 2 + 1)
+            state = np.random.SeedSequence([self.seed, int(step), _INTENSITY_STREAM]).generate_state(1, np.uint64)
+            generator = torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
             out = dict(out, image=intensity_augment(out["image"], self.intensity, generator, global_size or rows,
                                                     start))
         return out

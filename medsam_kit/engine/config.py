@@ -46,10 +46,12 @@ import yaml
 
 #: What validation can score (``train.val_modes``): the coarse head, the automatic pipeline, one box per class.
 VAL_MODES = ("coarse", "auto", "prompted")
+# What a run written before train.val_modes existed did: validate (and pick best.pt on) the coarse head only.
+_LEGACY_TRAIN = {"val_modes": ["coarse"], "select_on": "coarse"}
 #: Config keys a resumed run may change without ``--resume-with-changes`` (see the module docstring).
 RESUMABLE_KEYS = frozenset({
     "train.steps", "train.device", "train.checkpoint_every", "train.val_every", "train.val_batch_size",
-    "train.validate_at_start", "train.val_modes", "data.num_workers",
+    "train.validate_at_start", "train.val_modes", "train.select_on", "data.num_workers",
 })
 _PATH_KEYS = ("data.prepared", "data.raw", "model.checkpoint")  # the same file under another spelling is equal
 
@@ -395,8 +397,11 @@ def config_changes(saved: Mapping, config: ExperimentConfig) -> dict[str, tuple[
     """``{"optim.lr": (old, new), ...}``: dotted keys whose value differs between ``saved`` (a run's
     ``config.yaml`` as plain data) and ``config``; a key missing on one side has the value None there."""
     new = _flatten(yaml.safe_load(yaml.safe_dump(config.to_dict(), sort_keys=False)))  # tuples -> lists, as saved
-    with contextlib.suppress(ValueError, TypeError):  # else compared as written
-        # keys an older version did not write take their defaults: not a change
+    with contextlib.suppress(ValueError, TypeError, AttributeError):  # else compared as written
+        # keys an older version did not write take their defaults (not a change), except the ones whose
+        # default changed behaviour: those take what that version did (validation on the coarse head only)
+        legacy = {key: value for key, value in _LEGACY_TRAIN.items() if key not in (saved.get("train") or {})}
+        saved = {**saved, "train": {**(saved.get("train") or {}), **legacy}}
         saved = yaml.safe_load(yaml.safe_dump(config_from_dict(dict(saved)).to_dict(), sort_keys=False))
     old = _flatten(saved)
     return {key: (old.get(key), new.get(key)) for key in [*new, *(k for k in old if k not in new)]

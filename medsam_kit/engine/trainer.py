@@ -376,6 +376,7 @@ class Trainer:
                 "rng": rng_state(),
                 "best_val_dice": self.best_val_dice,
                 "best_step": self.best_step,
+                "select_on": self.config.train.select_on,
             }
         return save_checkpoint(self.model, checkpoint_path(self.run_dir, which), extra)
 
@@ -393,6 +394,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.method.load_state_dict(state.get("method", {}))
         self.best_val_dice, self.best_step = state["best_val_dice"], state["best_step"]
+        if state.get("select_on", "coarse") != self.config.train.select_on:  # runs before val_modes chose on coarse
+            self.best_val_dice, self.best_step = None, None  # another score: best.pt is chosen anew from here
         set_rng_state(state["rng"])
         return int(state["step"])
 

@@ -92,13 +92,15 @@ class Segmenter:
         cache_bytes: bound of the embedding cache (see :class:`EmbeddingCache`).
         batch_size: slices per encoder call.
         propagation: how objects are followed through the volume.
-        background_threshold: probability below which a voxel is background.
+        background_threshold: probability below which a voxel is background (prompted mode and
+            ``refine="decoder"``; ``auto`` and ``none`` label what the coarse head / the fusion decides).
         mode: how slices meet the model's ``S x S`` input: ``"longest"`` resizes whole slices (SAM's
             preprocessing; right for official / MedSAM weights) and ``"native"`` decodes ``S x S``
             windows at the preprocessed resolution (what the trainer trains on; the default of
             :meth:`from_run` and of medsam_kit checkpoints). See :mod:`medsam_kit.infer.slice_predictor`.
-        refine: automatic mode only: ``"auto"`` (default) the coarse head's labels improved by the mask
-            decoder where the two agree, never handing back less than the coarse answer on the phantoms;
+        refine: automatic mode only: ``"auto"`` (default) the coarse head's labels, changed by the mask
+            decoder only where its mask is stable or agrees with the coarse one (measured never below the
+            coarse answer on the phantom runs of the README);
             ``"decoder"`` the decoder's propagated masks alone; ``"none"`` the coarse head alone (fastest).
             See :func:`~medsam_kit.infer.volume.segment_automatic`.
     """

@@ -20,11 +20,14 @@ SAM-2 memory-attention propagation (slices as video frames) is left for later.
 (:func:`medsam_kit.prompts.pcsw_prompts`) turns those coarse masks into one key slice + box +
 point per class, and the prompted path refines and propagates from there.
 
-**Multi-class assembly**: each class gives a probability (sigmoid of the decoder logits) per
-voxel; where classes overlap the most probable wins, and a voxel whose best probability is below
-``background_threshold`` is background. Only the running best probability and label are kept
-(``(Z, Y, X)`` float16 + uint8), so memory does not grow with the number of classes unless
-per-class probabilities are requested.
+**Multi-class assembly** (prompted mode, and automatic with ``refine="decoder"``): each class gives a
+probability (sigmoid of the decoder logits) per voxel; where classes overlap the most probable wins, and
+a voxel whose best probability is below ``background_threshold`` is background. Only the running best
+probability and label are kept (``(Z, Y, X)`` float16 + uint8), so memory does not grow with the number
+of classes unless per-class probabilities are requested. Automatic mode's default ``refine="auto"``
+keeps the coarse class probabilities and the decoder's per-class probabilities (about ``4 K + 2`` bytes
+per voxel for ``K`` classes) to decide, slice by slice, where the decoder may change the coarse labels
+(:func:`fuse_refinement`).
 
 Bounded memory: encoder features live only in the predictor's byte-bounded
 :class:`~medsam_kit.infer.cache.EmbeddingCache` and are computed ``batch_size`` slices at a time.
@@ -96,15 +99,13 @@ METHODS = ("box", "memory")
 #: How automatic mode turns the coarse head's answer into labels (:func:`segment_automatic`).
 REFINE_MODES = ("auto", "decoder", "none")
 # refine="auto" (fuse_refinement): chosen on runs of ACDC phantom style A as the rule with the highest mean gain
-# over the coarse head that lost on no style-A run (11 settings of weight, stability, IoU and object Dice;
-# README), then checked on style B. A decoder slice counts when SAM's stability score (offset 1 logit) reaches
-# 0.8 or its mask overlaps the coarse one with IoU 0.5; its probability weighs 0.3 in the class-vs-background
-# decision; restriction needs the decoder's 3D object to match the coarse components it overlaps with Dice 0.7.
+# over the coarse head that lost on no style-A run (12 variants of weight, stability and IoU; README), then
+# checked on style B. A decoder slice counts when SAM's stability score (offset 1 logit) reaches 0.8 or its
+# mask overlaps the coarse one with IoU 0.5; its probability weighs 0.3 in the class-vs-background decision.
 DECODER_WEIGHT = 0.3
 STABILITY_OFFSET = 1.0
 MIN_STABILITY = 0.8
 MIN_SLICE_IOU = 0.5
-MIN_OBJECT_DICE = 0.7
 
 PredictFn = Callable[[int, BoxPrompt, "np.ndarray | None"], np.ndarray]
 # guide(slice_index, previous_mask) -> the (Y, X) bool region to prompt on that slice, or None: the object ended
@@ -303,26 +304,28 @@ def _segment_with_memory(predictor: SlicePredictor, volume_id: Hashable, image: 
     return assembler
 
 
-def coarse_volume(predictor: SlicePredictor, volume_id: Hashable, image: np.ndarray, class_values: Sequence[int]
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Coarse-head labels and class probabilities of ``image`` ``(C, Z, Y, X)``, ``batch_size`` slices at a time.
+def coarse_volume(predictor: SlicePredictor, volume_id: Hashable, image: np.ndarray, class_values: Sequence[int],
+                  probabilities: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Coarse-head labels and (optionally) class probabilities of ``image`` ``(C, Z, Y, X)``, ``batch_size``
+    slices at a time.
 
     Returns:
-        ``(labels (Z, Y, X) uint8, probabilities (K + 1, Z, Y, X) float16)``: labels are the float32 argmax
-        (as :func:`coarse_label_volume`; channel ``k`` is label ``class_values[k - 1]``), probabilities
-        channel 0 background.
+        ``(labels (Z, Y, X) uint8, probabilities (K + 1, Z, Y, X) float16 or None)``: labels are the
+        float32 argmax (as :func:`coarse_label_volume`; channel ``k`` is label ``class_values[k - 1]``),
+        probabilities channel 0 background (None unless ``probabilities``).
     """
     _, nz, ny, nx = image.shape
     lut = np.asarray([0, *class_values], dtype=np.uint8)
-    labels, probabilities = np.zeros((nz, ny, nx), np.uint8), None
+    labels, kept = np.zeros((nz, ny, nx), np.uint8), None
     for start in range(0, nz, predictor.batch_size):
         indices = list(range(start, min(nz, start + predictor.batch_size)))
         chunk = predictor.coarse_probabilities(volume_id, image, indices)  # (B, K + 1, Y, X) float32
-        if probabilities is None:
-            probabilities = np.zeros((chunk.shape[1], nz, ny, nx), np.float16)
         labels[start:start + len(indices)] = lut[chunk.argmax(dim=1).numpy()]
-        probabilities[:, start:start + len(indices)] = chunk.numpy().transpose(1, 0, 2, 3)
-    return labels, probabilities
+        if probabilities:
+            if kept is None:
+                kept = np.zeros((chunk.shape[1], nz, ny, nx), np.float16)
+            kept[:, start:start + len(indices)] = chunk.numpy().transpose(1, 0, 2, 3)
+    return labels, kept
 
 
 def coarse_label_volume(predictor: SlicePredictor, volume_id: Hashable, image: np.ndarray,
@@ -363,26 +366,20 @@ def mask_stability(probabilities: np.ndarray, offset: float = STABILITY_OFFSET) 
 
 def fuse_refinement(coarse_labels: np.ndarray, coarse_probabilities: np.ndarray,
                     decoder_probabilities: Mapping[int, np.ndarray], classes: Sequence[int],
-                    decoder_weight: float = DECODER_WEIGHT) -> tuple[np.ndarray, np.ndarray]:
-    """``refine="auto"``: the coarse head's answer, improved by the decoder only where the decoder is trustworthy.
+                    decoder_weight: float = DECODER_WEIGHT, keep_scores: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``refine="auto"``: the coarse head's labels, changed by the decoder only where the decoder is trustworthy.
 
-    Two rules (chosen on runs of ACDC phantom style A, checked on style B: README):
-
-    1. *Class against background, per class and slice*: where the decoder's mask of class ``c`` is stable
-       (:func:`mask_stability` >= :data:`MIN_STABILITY`) or agrees with the coarse mask of ``c`` (IoU >=
-       :data:`MIN_SLICE_IOU`), each pixel the coarse head labels ``c`` or background is decided between
-       those two by the fused scores ``(1 - w) * coarse_c + w * decoder`` against ``(1 - w) * coarse_bg +
-       w * (1 - decoder)``. So a boundary moves where a confident decoder says, and a coarse false
-       positive the decoder leaves out becomes background; but the decoder never moves a pixel from one
-       class to another (a left-ventricle box decoded as the myocardial ring around it cannot relabel
-       the ring), and a hesitant, disagreeing decoder (an under-trained one on unfamiliar data) changes
-       nothing. A background pixel two classes' decoders claim goes to the higher fused score.
-    2. *Object restriction, per class*: the decoder follows one 3D object from its PCSW key slice. When
-       that object matches the coarse components it overlaps (3D Dice >= :data:`MIN_OBJECT_DICE`), the
-       other 3D components of ``c`` (coarse false positives in far slices or beside the organ) become
-       background; an object that does not match restricts nothing.
-
-    Slices where the decoder found nothing keep the coarse labels exactly.
+    Per class ``c`` and slice, where the decoder's mask of ``c`` is stable (:func:`mask_stability` >=
+    :data:`MIN_STABILITY`) or agrees with the coarse mask of ``c`` (IoU >= :data:`MIN_SLICE_IOU`), each pixel the
+    coarse head labels ``c`` or background is decided between those two by the fused scores
+    ``(1 - w) * coarse_c + w * decoder`` against ``(1 - w) * coarse_bg + w * (1 - decoder)``. So a boundary
+    moves where a confident decoder says, and a coarse false positive the decoder leaves out becomes
+    background; but the decoder never moves a pixel from one class to another (a left-ventricle box
+    decoded as the myocardial ring around it cannot relabel the ring), and a hesitant, disagreeing
+    decoder (an under-trained one on unfamiliar data) changes nothing. A background pixel two classes'
+    decoders claim goes to the higher fused score. Every other pixel keeps its coarse label. (Rules
+    chosen on runs of ACDC phantom style A, checked on style B: README.)
 
     Args:
         coarse_labels: ``(Z, Y, X)`` uint8 coarse argmax (label values).
@@ -390,26 +387,30 @@ def fuse_refinement(coarse_labels: np.ndarray, coarse_probabilities: np.ndarray,
         decoder_probabilities: ``{label value: (Z, Y, X)}`` sigmoid of the decoder's propagated masks (0 where
             it did not decode).
         classes: label values of coarse channels 1..K, sorted.
-        decoder_weight: ``w`` of rule 1.
+        decoder_weight: ``w``.
+        keep_scores: also return the scores (memory: a copy of ``coarse_probabilities``).
 
     Returns:
-        ``(labels (Z, Y, X) uint8, scores (K + 1, Z, Y, X) float16)``: the scores are the coarse
-        probabilities with class ``c``'s fused score where rule 1 decided a pixel.
+        ``(labels (Z, Y, X) uint8, scores (K + 1, Z, Y, X) float16 or None)``: scores are the coarse
+        probabilities with class ``c``'s fused score where the decoder decided a pixel (they need not give
+        the labels as their argmax).
     """
     labels = np.array(coarse_labels, dtype=np.uint8, copy=True)
-    scores = np.array(coarse_probabilities, dtype=np.float16, copy=True)
+    scores = np.array(coarse_probabilities, dtype=np.float16, copy=True) if keep_scores else None
     w = float(decoder_weight)
-    found = {int(v): decoder_probabilities[int(v)] > 0.5 for v in classes if int(v) in decoder_probabilities}
     claimed = np.zeros(labels.shape[1:], np.float32)  # best fused score of a background pixel claimed on a slice
-    for z in range(labels.shape[0]):
+    for z in range(labels.shape[0]):  # one slice at a time: memory stays at a few slices' worth
         claimed[:] = 0.0
         for k, value in enumerate(classes, start=1):
-            mask = found.get(int(value))
-            if mask is None or not mask[z].any():
+            decoder_volume = decoder_probabilities.get(int(value))
+            if decoder_volume is None:
                 continue
-            decoder = decoder_probabilities[int(value)][z].astype(np.float32)
+            decoder = decoder_volume[z].astype(np.float32)
+            mask = decoder > 0.5
+            if not mask.any():
+                continue
             coarse = coarse_labels[z] == value
-            iou = float((mask[z] & coarse).sum()) / float((mask[z] | coarse).sum())
+            iou = float((mask & coarse).sum()) / float((mask | coarse).sum())
             if mask_stability(decoder) < MIN_STABILITY and iou < MIN_SLICE_IOU:
                 continue  # a hesitant mask that disagrees with the coarse head: not evidence
             fused = (1 - w) * coarse_probabilities[k, z].astype(np.float32) + w * decoder
@@ -418,18 +419,9 @@ def fuse_refinement(coarse_labels: np.ndarray, coarse_probabilities: np.ndarray,
             free = (coarse_labels[z] == 0) & (fused > background) & (fused > claimed)
             labels[z][free] = value
             claimed[free] = fused[free]
-            decided = coarse | (coarse_labels[z] == 0)
-            scores[k, z][decided] = fused[decided]
-    for value, mask in found.items():
-        if not mask.any():
-            continue
-        started, _ = ndimage.label(coarse_labels == value)
-        overlapped = np.isin(started, np.unique(started[mask & (started > 0)])) & (started > 0)
-        if 2.0 * (mask & overlapped).sum() < MIN_OBJECT_DICE * (mask.sum() + overlapped.sum()):
-            continue  # the decoder's object is not the coarse object it started from: restrict nothing
-        components, _ = ndimage.label(labels == value)
-        touched = np.unique(components[mask & (components > 0)])
-        labels[(components > 0) & ~np.isin(components, touched)] = 0
+            if scores is not None:
+                decided = coarse | (coarse_labels[z] == 0)
+                scores[k, z][decided] = fused[decided]
     return labels, scores
 
 
@@ -444,8 +436,8 @@ def segment_automatic(predictor: SlicePredictor, volume_id: Hashable, image: np.
     Args:
         refine: ``"none"``: the coarse head's labels alone (no decoder work: the fastest path);
             ``"decoder"``: the decoder's propagated masks assembled by probability (the coarse head only
-            chooses the prompts); ``"auto"``: the coarse answer, improved by the decoder where it agrees
-            (:func:`fuse_refinement`).
+            chooses the prompts); ``"auto"``: the coarse labels, changed by the decoder only where it can be
+            trusted (:func:`fuse_refinement`).
 
     Returns:
         ``(result, prompts)``: the :class:`AutomaticResult` (``.labels(background_threshold)``,
@@ -458,7 +450,8 @@ def segment_automatic(predictor: SlicePredictor, volume_id: Hashable, image: np.
         raise ValueError(f"the model's coarse head has {num_channels} classes but {len(classes)} label values "
                          f"{list(classes)} were given; pass the label names the model was trained with")
     classes = sorted(int(c) for c in classes)
-    coarse, coarse_probabilities = coarse_volume(predictor, volume_id, image, classes)
+    needs_probabilities = refine == "auto" or (refine == "none" and keep_probabilities)
+    coarse, coarse_probabilities = coarse_volume(predictor, volume_id, image, classes, needs_probabilities)
     prompts = automatic_prompts(coarse, classes, tau=tau, min_voxels=min_voxels)
     if refine == "none":
         return AutomaticResult(coarse, _class_maps(coarse_probabilities, classes) if keep_probabilities else None), \
@@ -470,7 +463,8 @@ def segment_automatic(predictor: SlicePredictor, volume_id: Hashable, image: np.
             assembler.probabilities[value] = np.zeros(assembler.shape, np.float16)
     if refine == "decoder":
         return AutomaticResult(None, assembler.probabilities, assembler), prompts
-    labels, scores = fuse_refinement(coarse, coarse_probabilities, assembler.probabilities, classes)
+    labels, scores = fuse_refinement(coarse, coarse_probabilities, assembler.probabilities, classes,
+                                     keep_scores=keep_probabilities)
     return AutomaticResult(labels, _class_maps(scores, classes) if keep_probabilities else None), prompts
 
 

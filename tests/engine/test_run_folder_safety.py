@@ -8,6 +8,7 @@ import logging
 import shutil
 
 import pytest
+import torch
 import yaml
 
 from medsam_kit.engine.config import config_from_dict, load_config
@@ -165,3 +166,26 @@ def test_same_data_under_another_spelling_is_no_change(run, prepared, monkeypatc
     relative.data.prepared = f"./{prepared.name}/"
     Trainer(relative, run, tensorboard=False).fit(resume=True)
     assert not (run / "config_changes.jsonl").exists()
+
+
+def test_a_run_from_before_validation_modes_resumes_and_chooses_best_anew(prepared, tmp_path):
+    """config.yaml without train.val_modes / select_on (an older version): resumable, the change is recorded,
+    and best.pt is chosen on the new score from the resumed step (the stored best was a coarse-head Dice)."""
+    import json
+
+    import yaml
+
+    config = _config(prepared, steps=4, val_every=2)
+    run = tmp_path / "run"
+    Trainer(config, run).fit(stop_at=2)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["train"]["val_modes"], saved["train"]["select_on"]
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    last = run / "checkpoints" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    del payload["extra"]["trainer_state"]["select_on"]  # what that version's trainer state held
+    torch.save(payload, last)
+    result = Trainer(config, run).fit(resume=True)
+    changes = [json.loads(line) for line in (run / "config_changes.jsonl").read_text().splitlines()]
+    assert changes[-1]["changes"]["train.select_on"] == ["coarse", "auto"]
+    assert result.best_step == 4  # the resumed run's first validation on the new score

@@ -58,23 +58,27 @@ def test_agreeing_decoder_moves_an_unsure_boundary():
     edge = (labels == 0) & (np.roll(labels, 1, axis=2) == 2)  # one pixel column outside the ring's right side
     coarse[:, edge] = np.asarray([0.45, 0.05, 0.40, 0.10])[:, None]  # unsure there: background by a little
     decoder = np.where((labels == 2) | edge, 0.9, 0.02).astype(np.float32)
-    fused, scores = fuse_refinement(_argmax(coarse, VALUES), coarse, {2: decoder}, [1, 2, 3])
+    fused, scores = fuse_refinement(_argmax(coarse, VALUES), coarse, {2: decoder}, [1, 2, 3], keep_scores=True)
     assert (fused[edge] == 2).all()
     assert (fused[~edge] == labels[~edge]).all()
     assert scores.shape == coarse.shape
 
 
-def test_components_away_from_the_decoded_object_become_background():
+def test_a_stable_decoder_removes_a_false_positive_it_leaves_out_and_hesitant_ones_change_nothing():
     labels = _ring_scene()
     labels[0, 18:21, 2:5] = 3  # a coarse false positive of the cavity class, apart from the object
-    coarse = _coarse(labels, 3)
-    decoder = np.where(labels == 3, 0.9, 0.0).astype(np.float32)
-    decoder[0, 18:21, 2:5] = 0.0  # the decoder followed the real cavity only
+    coarse = _coarse(labels, 3, sure=0.9)
+    coarse[:, 0, 18:21, 2:5] = np.asarray([0.35, 0.1, 0.1, 0.45])[:, None, None]  # and an unsure one
+    decoder = np.where(labels == 3, 0.95, 0.0).astype(np.float32)
+    decoder[0, 18:21, 2:5] = 0.0  # the decoder followed the real cavity only, sure of its mask
     fused, _ = fuse_refinement(_argmax(coarse, VALUES), coarse, {3: decoder}, [1, 2, 3])
-    assert (fused[0, 18:21, 2:5] == 0).all()
     kept = labels.copy()
     kept[0, 18:21, 2:5] = 0
     np.testing.assert_array_equal(fused, kept)
+    # the same mask, hesitant (probabilities near 0.5: unstable) and shifted away from the coarse one: ignored
+    hesitant = np.roll(np.where(labels == 3, 0.55, 0.45), 6, axis=2).astype(np.float32)
+    fused, _ = fuse_refinement(_argmax(coarse, VALUES), coarse, {3: hesitant}, [1, 2, 3])
+    np.testing.assert_array_equal(fused, labels)
     # a class the decoder did not find keeps every component
     fused, _ = fuse_refinement(_argmax(coarse, VALUES), coarse, {3: np.zeros_like(decoder)}, [1, 2, 3])
     np.testing.assert_array_equal(fused, labels)

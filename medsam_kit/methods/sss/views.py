@@ -152,9 +152,15 @@ def strong_view(images: torch.Tensor, params: StrongParams, generator: torch.Gen
     x = x.clamp_min(1e-8).pow(_per_sample(gamma, x)) * (x > 0)  # 0 stays 0 (padding, background)
     gray = chance(params.grayscale) & (x.shape[1] > 1)
     x = torch.where(_per_sample(gray, x) > 0, x.mean(dim=1, keepdim=True).expand_as(x), x)
-    sigma = torch.where(chance(params.blur), uniform(*params.blur_sigma), torch.zeros(()))
+    # the whole batch's blur draws (same stream as chance / uniform): the kernel radius follows the largest
+    # sigma of the whole batch, so a share of a distributed batch is blurred exactly as in one process
+    n = batch if total is None else int(total)
+    blurred = torch.rand(n, generator=generator) < params.blur
+    lo, hi = params.blur_sigma
+    sigmas = torch.where(blurred, lo + (hi - lo) * torch.rand(n, generator=generator), torch.zeros(()))
+    sigma = sigmas[offset:offset + batch]
     if bool((sigma > 0).any()):
-        x = gaussian_blur(x, sigma)
+        x = gaussian_blur(x, sigma, max_sigma=float(sigmas.max()))
     return x.clamp(0, 1).to(images.dtype)
 
 
