@@ -61,7 +61,7 @@ def _free_port() -> int:
 def rss_mb(pid: int) -> float:
     """Resident memory of process ``pid`` in MiB (``/proc/<pid>/status``; NaN where there is no /proc)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     except OSError:

@@ -13,7 +13,7 @@ def test_demo_writes_the_report_and_prints_the_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     for name in ("RV", "MYO", "LV", "mean", "REPORT.md"):
         assert name in printed
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["method"] == "sss" and summary["steps"] == 6
     assert set(summary["per_structure"]) == {"RV", "MYO", "LV"}
     assert summary["labeled_patients"] and summary["unlabeled_patients"]
@@ -22,12 +22,12 @@ def test_demo_writes_the_report_and_prints_the_table(tmp_path, capsys):
     assert tests and all((out / "predictions" / f"{c}.nii.gz").is_file() for c in tests)
     assert all((out / "overlays" / f"{c}.png").read_bytes()[:4] == b"\x89PNG" for c in tests)
     assert (out / "progress.png").is_file() and (out / "evaluation" / "metrics.csv").is_file()
-    report = (out / "REPORT.md").read_text()
+    report = (out / "REPORT.md").read_text(encoding="utf-8")
     assert "medsam-kit train --config configs/experiments/" in report and "| LV |" in report
     assert summary["seconds"]["total"] > 0
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path):
-    (tmp_path / "keep.txt").write_text("user data")
+    (tmp_path / "keep.txt").write_text("user data", encoding="utf-8")
     assert main(["demo", "--out", str(tmp_path), "--cases", "5", "--steps", "1"]) == 2  # one-line error
     assert (tmp_path / "keep.txt").is_file()

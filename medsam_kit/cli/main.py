@@ -32,7 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerate_narrow_console() -> None:
+    """Messages use a few non-ASCII signs (em dash, degree, squared); on a console whose locale cannot encode
+    them (an ASCII-only locale with Python's UTF-8 mode off) they are escaped instead of crashing the verb."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and getattr(stream, "errors", "strict") == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tolerate_narrow_console()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")

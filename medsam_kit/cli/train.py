@@ -4,9 +4,11 @@ into a run folder."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from pathlib import Path
 
+import yaml
 from tqdm import tqdm
 
 from medsam_kit.cli._progress import progress_bar
@@ -72,12 +74,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="cpu, cuda or cuda:N (default: the config's train.device, 'auto' = CUDA if available)")
     parser.add_argument("--steps", type=int, default=None, metavar="N",
                         help="optimizer steps (overrides train.steps; the LR schedule follows it)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_values",
+                        help="override any config key, VALUE read as YAML (repeatable), e.g. "
+                             "--set optim.lr=3e-4 --set train.val_modes=[coarse,auto]; unknown keys are refused")
     parser.set_defaults(func=run)
+
+
+def parse_set_values(items: list[str]) -> dict:
+    """``["train.steps=10", "train.val_modes=[coarse]"]`` -> ``{"train.steps": 10, ...}`` (values read as YAML)."""
+    overrides: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip() or "." not in key:
+            raise ValueError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. --set optim.lr=3e-4")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "parse error"
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({problem})") from exc
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as text; a user means the number
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        overrides[key.strip()] = value
+    return overrides
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
     """``{"section.key": value}`` overrides from the command line."""
-    overrides: dict = {}
+    overrides: dict = parse_set_values(getattr(args, "set_values", []))
     if args.data is not None:
         if (args.data / "cases.json").is_file():
             overrides.update({"data.prepared": str(args.data), "data.raw": None})

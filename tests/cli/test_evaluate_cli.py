@@ -39,7 +39,7 @@ def test_complete_evaluation_exits_0_and_prints_the_table(folders, tmp_path, cap
     for name in ("RV", "MYO", "LV"):
         assert "1.000 ± 0.000" in table[name]
     assert str(out / "metrics.csv") in printed and str(out / "summary.json") in printed
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["nsd_tolerance_mm"] == 1.5 and summary["cases"]["scored"] == 2
 
 
@@ -51,8 +51,9 @@ def test_missing_case_exits_1_and_still_writes_outputs(folders, capsys):
     assert code == 1
     assert "missing predictions (1): patient001_frame01" in captured.err
     default_out = pred_dir / "evaluation"
-    assert (default_out / "metrics.csv").read_text().count("\n") == 1 + 2 * 3  # header + cases x classes
-    assert json.loads((default_out / "summary.json").read_text())["missing"] == ["patient001_frame01"]
+    metrics_csv = (default_out / "metrics.csv").read_text(encoding="utf-8")
+    assert metrics_csv.count("\n") == 1 + 2 * 3  # header + cases x classes
+    assert json.loads((default_out / "summary.json").read_text(encoding="utf-8"))["missing"] == ["patient001_frame01"]
 
 
 def test_geometry_mismatch_exits_1(folders, capsys):
@@ -95,7 +96,7 @@ def test_unreadable_ground_truth_exits_1_and_still_writes_outputs(folders, tmp_p
     err = capsys.readouterr().err
     assert code == 1
     assert "unreadable ground truth: patient001_frame01:" in err and "Traceback" not in err
-    assert json.loads((out / "summary.json").read_text())["cases"]["unreadable_gt"] == 1
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["cases"]["unreadable_gt"] == 1
 
 
 def test_raw_root_with_one_broken_case_exits_1_and_scores_the_rest(phantom_factory, tmp_path, capsys):
@@ -131,8 +132,8 @@ def test_bad_inputs_never_show_a_traceback(breakage, folders, tmp_path, capsys):
     if breakage == "garbage prediction":
         (pred_dir / "patient000_frame01.nii.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     elif breakage == "stray files":
-        (pred_dir / "README.txt").write_text("notes")
-        (pred_dir / "scores.csv").write_text("a,b\n")
+        (pred_dir / "README.txt").write_text("notes", encoding="utf-8")
+        (pred_dir / "scores.csv").write_text("a,b\n", encoding="utf-8")
         (pred_dir / "sub").mkdir()
         expected = 0
     elif breakage == "empty predictions":
@@ -142,7 +143,7 @@ def test_bad_inputs_never_show_a_traceback(breakage, folders, tmp_path, capsys):
         (pred_dir / "patient000_frame01.nii.gz").unlink()
         (pred_dir / "patient000_frame01.nii.gz").mkdir()
     elif breakage == "out is a file":
-        (tmp_path / "taken").write_text("x")
+        (tmp_path / "taken").write_text("x", encoding="utf-8")
         extra, expected = ["--out", str(tmp_path / "taken")], 2
     elif breakage == "negative tolerance":
         extra, expected = ["--nsd-tolerance", "-1"], 2

@@ -98,7 +98,7 @@ def test_dataset_root_segments_every_case_with_its_channels_stacked(brats_root, 
         labels = read_volume(out / f"{case_id}.nii.gz")
         assert labels.array.shape == reference.array.shape == (4, 96, 96) and labels.array.dtype == np.uint8
         assert labels.geometry.almost_equal(reference.geometry, atol=1e-5)
-        sidecar = json.loads((out / f"{case_id}.json").read_text())
+        sidecar = json.loads((out / f"{case_id}.json").read_text(encoding="utf-8"))
         assert sidecar["source"].split(", ") == [str(f) for f in _channels(root, case_id)]
     assert f"{cases[0]}: automatic" in capsys.readouterr().out
 
@@ -140,7 +140,8 @@ def test_plan_gives_channel_order_and_makes_a_case_root_a_dataset_root(brats_roo
     assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"{c}.nii.gz" for c in cases]
     for case_id, seen in zip(cases, seen_volumes, strict=True):
         np.testing.assert_array_equal(seen, _stacked(_channels(brats_root, case_id, order)))
-    assert json.loads((out / f"{cases[0]}.json").read_text())["labels"] == {"0": "background", "1": "tumour"}
+    sidecar = json.loads((out / f"{cases[0]}.json").read_text(encoding="utf-8"))
+    assert sidecar["labels"] == {"0": "background", "1": "tumour"}
 
 
 @pytest.mark.parametrize("case", ["two files for 4", "dataset for 3", "three files for the plan",

@@ -46,7 +46,7 @@ def test_predict_writes_nifti_and_sidecar_with_input_geometry(tmp_path, volume_f
     source = read_volume(volume_file)
     assert labels.array.shape == source.array.shape and labels.array.dtype == np.uint8
     assert labels.geometry.almost_equal(source.geometry, atol=1e-5)
-    sidecar = json.loads((tmp_path / "out" / "pred.json").read_text())
+    sidecar = json.loads((tmp_path / "out" / "pred.json").read_text(encoding="utf-8"))
     assert sidecar["mode"] == "automatic" and sidecar["labels"]["0"] == "background"
     assert set(sidecar["present"]) <= {int(k) for k in sidecar["labels"]}
     assert Geometry.from_dict(sidecar["geometry"]).almost_equal(source.geometry, atol=1e-5)
@@ -61,14 +61,14 @@ def test_predict_with_prompt_file_and_batch_folder(tmp_path, volume_file):
         ["predict", "--model", "sam_vit_tiny_test", "--input", "x", "--output", "y"])).label_names
     prompt = {"labels": {names[1]: {"2": {"boxes": [[5, 5, 30, 25]]}}}}
     (tmp_path / "prompts").mkdir()
-    (tmp_path / "prompts" / "case_a.json").write_text(json.dumps(prompt))
+    (tmp_path / "prompts" / "case_a.json").write_text(json.dumps(prompt), encoding="utf-8")
     second = volume_file.with_name("case_b.nii.gz")
     write_volume(second, Volume(np.ones((3, 20, 24), np.int16), Geometry(spacing=(2, 2, 2))))
     out = tmp_path / "batch"
     assert _run(["--model", "sam_vit_tiny_test", "--input", str(volume_file.parent), "--output", str(out),
                  "--prompts", str(tmp_path / "prompts")]) == 0
-    assert json.loads((out / "case_a.json").read_text())["mode"] == "prompted"
-    assert json.loads((out / "case_b.json").read_text())["mode"] == "automatic"
+    assert json.loads((out / "case_a.json").read_text(encoding="utf-8"))["mode"] == "prompted"
+    assert json.loads((out / "case_b.json").read_text(encoding="utf-8"))["mode"] == "automatic"
     assert read_volume(out / "case_b.nii.gz").geometry.almost_equal(Geometry(spacing=(2, 2, 2)), atol=1e-5)
     with pytest.raises(ValueError, match="one file but --input holds several"):
         _run(["--model", "sam_vit_tiny_test", "--input", str(volume_file.parent), "--output", str(out),
@@ -100,7 +100,7 @@ def test_predict_from_medsam_kit_checkpoint_uses_its_plan_and_label_names(tmp_pa
     out = tmp_path / "out"
     assert _run(["--model", "sam_vit_tiny_test", "--checkpoint", str(ckpt), "--input", str(volume_file),
                  "--output", str(out)]) == 0
-    sidecar = json.loads((out / "case_a.json").read_text())
+    sidecar = json.loads((out / "case_a.json").read_text(encoding="utf-8"))
     assert sidecar["labels"] == {"0": "background", "1": "bleed", "2": "edema"}
     labels = read_volume(out / "case_a.nii.gz")
     assert labels.array.shape == (6, 40, 48) and set(np.unique(labels.array)) <= {0, 1, 2}
@@ -118,7 +118,7 @@ def test_propagation_and_guide_options(tmp_path, volume_file):
     memory = segmenter("--propagation", "memory")
     assert memory.propagation.method == "memory"
     prompt = {"labels": {memory.label_names[1]: {"3": {"boxes": [[5, 5, 30, 25]]}}}}
-    (tmp_path / "p.json").write_text(json.dumps(prompt))
+    (tmp_path / "p.json").write_text(json.dumps(prompt), encoding="utf-8")
     out = tmp_path / "mem.nii.gz"
     assert _run(["--model", "sam2.1_hiera_tiny_test", "--propagation", "memory", "--input", str(volume_file),
                  "--output", str(out), "--prompts", str(tmp_path / "p.json")]) == 0

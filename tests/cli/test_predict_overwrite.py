@@ -76,7 +76,8 @@ def test_output_folder_holding_the_inputs_is_refused(tmp_path, capsys, segmented
 def test_sidecar_onto_a_prompt_file_is_refused(case, tmp_path, capsys, segmented):
     prompts = tmp_path / "prompts"
     prompts.mkdir()
-    (prompts / "case_a.json").write_text(json.dumps({"labels": {"class_1": {"1": {"boxes": [[2, 2, 12, 12]]}}}}))
+    (prompts / "case_a.json").write_text(json.dumps({"labels": {"class_1": {"1": {"boxes": [[2, 2, 12, 12]]}}}}),
+                                         encoding="utf-8")
     before = _snapshot(prompts)
     assert main(["predict", *MODEL, "--input", str(case), "--prompts", str(prompts), "--output", str(prompts)]) == 2
     assert f"would overwrite the input {prompts / 'case_a.json'} (--prompts)" in _one_line_error(capsys)

@@ -26,10 +26,10 @@ def test_quickstart_pipeline(tmp_path, capsys):
         gt, prediction = read_volume(record.label_file), read_volume(pred / f"{record.case_id}.nii.gz")
         assert prediction.array.shape == gt.array.shape
         assert prediction.geometry.almost_equal(gt.geometry)
-    with open(out / "metrics.csv") as f:
+    with open(out / "metrics.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 * 3 and {r["class"] for r in rows} == {"RV", "MYO", "LV"}
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     dice = [summary["classes"][name]["dice"]["mean"] for name in ("RV", "MYO", "LV")]
     # simulated errors are real but moderate: neither perfect nor broken
     assert all(0.5 < d < 0.99 for d in dice), dice

@@ -46,7 +46,7 @@ def make_acdc(root: Path, patients=(("training", 1), ("training", 2))) -> Path:
         folder = root / subset / f"patient{number:03d}"
         folder.mkdir(parents=True)
         info = "ED: 1\nES: 2\nGroup: NOR\nHeight: 180.0\nNbFrame: 2\nWeight: 80.0\n"
-        (folder / "Info.cfg").write_text(info)
+        (folder / "Info.cfg").write_text(info, encoding="utf-8")
         frames = [_image(number * 10 + frame, np.int16) for frame in (1, 2)]
         _write(folder / f"patient{number:03d}_4d.nii.gz", np.stack(frames))  # (T, Z, Y, X)
         for frame, image in zip((1, 2), frames, strict=True):
@@ -120,7 +120,7 @@ def test_acdc_deleted_frame_is_a_discovery_problem_and_the_other_cases_are_check
 
 def test_acdc_problems_of_several_cases_are_all_reported_in_one_run(acdc):
     make_acdc(acdc, patients=(("training", 3), ("testing", 1)))  # patient001 also in testing/
-    (acdc / "training" / "patient002" / "Info.cfg").write_text("ED: one\nES: 2\n")
+    (acdc / "training" / "patient002" / "Info.cfg").write_text("ED: one\nES: 2\n", encoding="utf-8")
     missing = acdc / "training" / "patient003" / "patient003_frame01.nii.gz"
     missing.unlink()
     bad_label = acdc / "training" / "patient003" / "patient003_frame02_gt.nii.gz"
@@ -517,7 +517,7 @@ def make_nnunet(root: Path, cases=("c1", "c2"), **overrides) -> Path:
     meta = {"channel_names": {"0": "T2"}, "labels": {"background": 0, "tumor": 1}, "numTraining": len(cases),
             "file_ending": ".nii.gz", **overrides}
     root.mkdir(parents=True)
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     for i, case in enumerate(cases):
         _write(root / "imagesTr" / f"{case}_0000.nii.gz", _image(i))
         _write(root / "labelsTr" / f"{case}.nii.gz", _label((1,)))
@@ -562,9 +562,9 @@ def test_nnunet_problems_of_several_cases_are_all_reported_in_one_run(tmp_path):
 
 def test_nnunet_adapter_json_errors_are_kept_beside_the_checkers(tmp_path):
     root = make_nnunet(tmp_path / "Dataset006_F", numTraining=7)
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     del meta["file_ending"]
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     problems = check_dataset(get_adapter("nnunet"), root)
     assert [(p.kind, p.file) for p in problems] == [("dataset-json", root / "dataset.json")] * 2
     assert "numTraining is 7 but imagesTr holds 2" in problems[0].message  # the adapter's
@@ -575,11 +575,11 @@ def test_nnunet_adapter_json_errors_are_kept_beside_the_checkers(tmp_path):
 def test_nnunet_dataset_json_missing_keys(tmp_path):
     root = make_nnunet(tmp_path / "Dataset004_D")
     (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T2"},
-                                                   "labels": {"background": 0, "tumor": 1}}))
+                                                   "labels": {"background": 0, "tumor": 1}}), encoding="utf-8")
     problems = integrity.check_nnunet_json(root)
     assert [p.kind for p in problems] == ["dataset-json"]
     assert "numTraining, file_ending" in problems[0].message
-    (root / "dataset.json").write_text(json.dumps({"labels": {"tumor": 1}}))
+    (root / "dataset.json").write_text(json.dumps({"labels": {"tumor": 1}}), encoding="utf-8")
     problems = check_dataset(get_adapter("nnunet"), root)
     assert [p.kind for p in problems] == ["dataset-json", "dataset-json"]
     assert "'channel_names' must be a non-empty object" in problems[0].message

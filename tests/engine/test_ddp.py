@@ -81,7 +81,7 @@ def _worker(spec_path: str) -> None:
     from medsam_kit.cli.main import main
     from medsam_kit.engine.trainer import Trainer
 
-    spec = json.loads(Path(spec_path).read_text())
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     out, rank = Path(spec["out"]), int(os.environ["RANK"])
     config = ssl_config(spec["prepared"], **spec["train"])
     dist.init_process_group("gloo")
@@ -94,7 +94,7 @@ def _worker(spec_path: str) -> None:
                          "best": [result.best_val_dice, result.best_step], "step": result.step}
     results["odd_batch_exit_code"] = main(["train", "--config", spec["odd_config"], "--out", str(out / "odd")])
     results["helpers"] = _collective_helpers(rank)
-    (out / f"results_rank{rank}.json").write_text(json.dumps(results))
+    (out / f"results_rank{rank}.json").write_text(json.dumps(results), encoding="utf-8")
     dist.destroy_process_group()
 
 
@@ -118,7 +118,7 @@ def _collective_helpers(rank: int) -> dict:
 
 
 def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def _update_mismatch(a: torch.Tensor, b: torch.Tensor, start: torch.Tensor) -> float:
@@ -132,7 +132,7 @@ def _cli_config(prepared, tmp_path: Path, **train) -> Path:
               "train": {"steps": 2, "batch_size": 4, "val_every": 0, "device": "cpu", **train},
               "method": {"name": "supervised", "decoder_weight": 0.0}}
     path = tmp_path / f"cli_{train.get('batch_size', 4)}.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 
 
@@ -150,7 +150,7 @@ def test_two_processes_match_one_process(prepared_ssl, tmp_path):
     out.mkdir()
     spec = {"out": str(out), "prepared": str(prepared_ssl), "train": TRAIN,
             "odd_config": str(_cli_config(prepared_ssl, tmp_path, batch_size=3))}
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
     job = _torchrun(str(Path(__file__).resolve()), str(tmp_path / "spec.json"))
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
 
@@ -163,7 +163,7 @@ def test_two_processes_match_one_process(prepared_ssl, tmp_path):
     trainer = Trainer(ssl_config(prepared_ssl, **TRAIN), tmp_path / "single", method=reference, tensorboard=False)
     single = trainer.fit()
     records = [torch.load(out / f"full_rank{r}.pt", weights_only=False) for r in (0, 1)]
-    results = [json.loads((out / f"results_rank{r}.json").read_text()) for r in (0, 1)]
+    results = [json.loads((out / f"results_rank{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]
 
     # every rank: setup once, then loss / after_step per step (after_step on every rank)
     for rank, record in enumerate(records):

@@ -52,7 +52,7 @@ def acdc_flat(tmp_path) -> tuple[Path, Path, dict[str, np.ndarray]]:
 
 
 def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
+    with open(path, encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -60,7 +60,7 @@ def _strict_json(path: Path) -> dict:
     def reject(constant):
         raise AssertionError(f"{path} holds {constant}, which is not JSON")
 
-    return json.loads(path.read_text(), parse_constant=reject)
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=reject)
 
 
 def test_perfect_predictions_score_one_and_write_all_outputs(acdc_flat, tmp_path):
@@ -237,7 +237,7 @@ def test_nnunet_labels_folder_uses_dataset_json_of_its_parent(tmp_path):
     (root / "labelsTr").mkdir(parents=True)
     (root / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1, "tumor": 2},
-        "numTraining": 1, "file_ending": ".nii.gz"}))
+        "numTraining": 1, "file_ending": ".nii.gz"}), encoding="utf-8")
     labels = np.zeros((4, 10, 10), np.uint8)
     labels[1:3, 2:8, 2:8] = 1
     labels[1:3, 4:6, 4:6] = 2

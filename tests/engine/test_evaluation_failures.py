@@ -70,7 +70,7 @@ def test_unreadable_flat_ground_truth_is_a_failure_not_an_abort(flat, tmp_path):
     assert status == {CASES[0]: "ok", CASES[1]: "unreadable_gt", CASES[2]: "ok"}
     failed = [r for r in result.rows if r["case_id"] == CASES[1]]
     assert len(failed) == 3 and all(r["dice"] == 0.0 and math.isnan(r["hd95_mm"]) for r in failed)
-    summary = json.loads(result.files["summary"].read_text())
+    summary = json.loads(result.files["summary"].read_text(encoding="utf-8"))
     assert summary["cases"]["unreadable_gt"] == 1 and summary["cases"]["scored"] == 2
     assert list(summary["unreadable_gt"]) == [CASES[1]]
     assert summary["classes"]["LV"]["dice"]["mean"] == pytest.approx(2 / 3)
@@ -139,7 +139,7 @@ def test_raw_root_with_every_case_broken_surfaces_the_adapters_message(acdc_raw)
 def test_raw_root_with_a_bad_value_fails_that_patient_only(acdc_raw):
     root, pred_dir, records = acdc_raw
     info = next(root.rglob("Info.cfg"))
-    info.write_text("ED: 1\nES: one\n")
+    info.write_text("ED: 1\nES: one\n", encoding="utf-8")
     result = evaluate_folders(pred_dir, root, "acdc")
     assert "ES must be int" in result.unreadable_gt[info.parent.name]
     assert sum(r["status"] == "ok" for r in result.rows) == 3 * (len(records) - 2)
@@ -244,7 +244,7 @@ def test_multichannel_prediction_is_unreadable(flat):
 
 def test_prediction_folder_ignores_hidden_non_volume_files_and_folders(flat):
     gt_dir, pred_dir, _ = flat
-    (pred_dir / "notes.txt").write_text("not a volume")
+    (pred_dir / "notes.txt").write_text("not a volume", encoding="utf-8")
     (pred_dir / "._patient001_frame01.nii.gz").write_bytes(b"AppleDouble")
     (pred_dir / "old.nii.gz").mkdir()
     result = evaluate_folders(pred_dir, gt_dir, "acdc")
@@ -296,7 +296,7 @@ def test_dataset_without_foreground_classes_is_a_clear_error(tmp_path):
     root = tmp_path / "Dataset002_Empty"
     (root / "labelsTr").mkdir(parents=True)
     (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0},
-                                                   "numTraining": 1, "file_ending": ".nii.gz"}))
+                                                   "numTraining": 1, "file_ending": ".nii.gz"}), encoding="utf-8")
     empty = Volume(np.zeros((3, 4, 4), np.uint8), Geometry())
     write_volume(root / "labelsTr" / "c_001.nii.gz", empty)
     write_volume(tmp_path / "pred" / "c_001.nii.gz", empty)

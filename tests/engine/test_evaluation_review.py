@@ -181,11 +181,11 @@ def test_metrics_csv_keeps_nan_and_summary_states_the_policy(flat, tmp_path):
     gt_dir, pred_dir, _ = flat
     (pred_dir / f"{CASES[1]}.nii.gz").unlink()
     result = evaluate_folders(pred_dir, gt_dir, "acdc", out_dir=tmp_path / "out")
-    with open(result.files["csv"], newline="") as handle:
+    with open(result.files["csv"], encoding="utf-8", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["case_id"] == CASES[1]]
     assert len(rows) == 3 and all(math.isnan(float(r["hd95_mm"])) and math.isnan(float(r["assd_mm"])) for r in rows)
     assert all(float(r["max_distance_mm"]) == pytest.approx(DIAGONAL_MM) for r in rows)
-    summary = json.loads(result.files["summary"].read_text())
+    summary = json.loads(result.files["summary"].read_text(encoding="utf-8"))
     assert "diagonal" in summary["distance_nan_policy"] and "BraTS" in summary["distance_nan_policy"]
     assert summary["classes"]["MYO"]["assd_mm"]["mean"] == pytest.approx(DIAGONAL_MM / 3)
 

@@ -40,14 +40,15 @@ def run(interrupted, tmp_path):
 
 
 def _records(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 # ------------------------------------------------------------------ 2: metrics.jsonl with a torn tail
 @pytest.mark.parametrize("tail", ['{"kind": "train", "step": 3, "lo', "\0\0\0\0"], ids=["half-line", "nul-bytes"])
 def test_torn_last_metrics_line_is_dropped_with_a_warning_naming_the_file(tmp_path, caplog, tail):
     path = tmp_path / "metrics.jsonl"
-    path.write_text('{"kind": "train", "step": 1, "loss": 1.0}\n{"kind": "train", "step": 2, "loss": 0.9}\n' + tail)
+    path.write_text('{"kind": "train", "step": 1, "loss": 1.0}\n{"kind": "train", "step": 2, "loss": 0.9}\n' + tail,
+                    encoding="utf-8")
     log = RunLog(tmp_path, tensorboard=False)
     with caplog.at_level(logging.WARNING):
         log.restart(2)
@@ -64,7 +65,7 @@ def test_torn_last_metrics_line_is_dropped_with_a_warning_naming_the_file(tmp_pa
 ], ids=["bad-json", "not-object", "bad-step", "complete-but-broken-last-line"])
 def test_other_metrics_corruption_names_the_file_and_line(tmp_path, lines, where):
     path = tmp_path / "metrics.jsonl"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     before = path.read_bytes()
     with pytest.raises(ValueError, match=rf"{path}: {where}") as info:
         RunLog(tmp_path, tensorboard=False).restart(5)
@@ -73,7 +74,7 @@ def test_other_metrics_corruption_names_the_file_and_line(tmp_path, lines, where
 
 
 def test_resume_after_a_torn_metrics_line(run, prepared):
-    with open(run / "metrics.jsonl", "a") as f:
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write('{"kind": "train", "step": 3, "loss": 0.')  # killed while appending step 3
     result = Trainer(_config(prepared), run, tensorboard=False).fit(resume=True)
     assert result.start_step == 2 and result.step == 4
@@ -157,7 +158,7 @@ def test_length_device_and_bookkeeping_may_change_on_resume(run, prepared):
     assert record["changes"] == {"train.steps": [4, 5], "train.checkpoint_every": [100, 50],
                                  "train.val_batch_size": [8, 4]}
     assert record["accepted"] == "resumable keys"
-    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["steps"] == 5
+    assert yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["train"]["steps"] == 5
 
 
 def test_same_data_under_another_spelling_is_no_change(run, prepared, monkeypatch):
@@ -178,14 +179,14 @@ def test_a_run_from_before_validation_modes_resumes_and_chooses_best_anew(prepar
     config = _config(prepared, steps=4, val_every=2)
     run = tmp_path / "run"
     Trainer(config, run).fit(stop_at=2)
-    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     del saved["train"]["val_modes"], saved["train"]["select_on"]
-    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    (run / "config.yaml").write_text(yaml.safe_dump(saved), encoding="utf-8")
     last = run / "checkpoints" / "last.pt"
     payload = torch.load(last, weights_only=True)
     del payload["extra"]["trainer_state"]["select_on"]  # what that version's trainer state held
     torch.save(payload, last)
     result = Trainer(config, run).fit(resume=True)
-    changes = [json.loads(line) for line in (run / "config_changes.jsonl").read_text().splitlines()]
+    changes = [json.loads(line) for line in (run / "config_changes.jsonl").read_text(encoding="utf-8").splitlines()]
     assert changes[-1]["changes"]["train.select_on"] == ["coarse", "auto"]
     assert result.best_step == 4  # the resumed run's first validation on the new score

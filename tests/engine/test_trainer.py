@@ -64,8 +64,9 @@ def test_resume_gives_identical_losses_and_run_folder(prepared, tmp_path):
                  "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (run / name).is_file(), name
     assert load_config(run / "config.yaml") == config
-    assert json.loads((run / "split.json").read_text()) == json.loads((prepared / "split.json").read_text())
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert (json.loads((run / "split.json").read_text(encoding="utf-8"))
+            == json.loads((prepared / "split.json").read_text(encoding="utf-8")))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in records if r["kind"] == "val"] == [3, 6]
     assert (run / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -74,7 +75,7 @@ def test_resume_gives_identical_losses_and_run_folder(prepared, tmp_path):
     assert last.extra["dataset"] == "acdc" and len(last.extra["channel_names"]) == 1
     assert last.extra["label_names"] == {0: "background", 1: "RV", 2: "MYO", 3: "LV"}
     assert last.extra["intensity_to_unit"]["kind"] == "zscore_clip"
-    assert last.extra["plan"] == json.loads((prepared / "plan.json").read_text())
+    assert last.extra["plan"] == json.loads((prepared / "plan.json").read_text(encoding="utf-8"))
 
 
 def test_load_run_reloads_bit_equal_weights(prepared, tmp_path):
@@ -123,7 +124,7 @@ def test_resume_without_checkpoint_is_an_error(prepared, tmp_path):
 
 def test_config_yaml_is_plain(prepared, tmp_path):
     Trainer(_config(prepared, steps=1), tmp_path / "run").fit()
-    data = yaml.safe_load((tmp_path / "run/config.yaml").read_text())
+    data = yaml.safe_load((tmp_path / "run/config.yaml").read_text(encoding="utf-8"))
     assert data["train"]["steps"] == 1 and data["method"]["name"] == "supervised"
 
 

@@ -14,7 +14,7 @@ from medsam_kit.engine.intensity import intensity_spec, to_unit, unit_pad_value
 
 def _write(tmp_path, data) -> str:
     path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
 
 
@@ -28,7 +28,7 @@ def test_round_trip_equal(tmp_path):
     saved = save_config(config, tmp_path / "run" / "config.yaml")
     again = load_config(saved)
     assert again == config
-    assert again.to_dict() == yaml.safe_load(saved.read_text())
+    assert again.to_dict() == yaml.safe_load(saved.read_text(encoding="utf-8"))
 
 
 def test_defaults_and_int_for_float(tmp_path):

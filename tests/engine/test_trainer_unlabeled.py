@@ -137,7 +137,7 @@ def test_unlabeled_stream_hooks_and_method_parameters(prepared_ssl, tmp_path):
     config = ssl_config(prepared_ssl, steps=2, grad_accumulation=2)
     trainer = Trainer(config, tmp_path / "run", method=method, tensorboard=False)
     result = trainer.fit()
-    split = json.loads((prepared_ssl / "split.json").read_text())
+    split = json.loads((prepared_ssl / "split.json").read_text(encoding="utf-8"))
     assert split["train_unlabeled"] and set(split["train_unlabeled"]).isdisjoint(split["train_labeled"])
 
     # setup(trainer) once, before the optimizer, with the data and model in place
@@ -193,10 +193,10 @@ def test_resume_with_unlabeled_stream_is_exact(prepared_ssl, tmp_path):
 def test_method_needing_unlabeled_cases_without_any_is_a_clear_error(prepared_ssl, tmp_path):
     folder = tmp_path / "prepared"
     shutil.copytree(prepared_ssl, folder)
-    split = json.loads((folder / "split.json").read_text())
+    split = json.loads((folder / "split.json").read_text(encoding="utf-8"))
     split["unused"] += split.pop("train_unlabeled")
     split["train_unlabeled"] = []
-    (folder / "split.json").write_text(json.dumps(split))
+    (folder / "split.json").write_text(json.dumps(split), encoding="utf-8")
     with pytest.raises(ValueError, match=r"needs unlabeled training cases.*train_unlabeled is empty.*--labeled-budget"):
         Trainer(ssl_config(folder), tmp_path / "run", method=RecordingMethod(), tensorboard=False).fit()
 

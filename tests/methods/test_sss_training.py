@@ -19,7 +19,7 @@ def prepared(phantom_factory, tmp_path_factory):
     """5 phantom patients, ACDC protocol with a budget of 1 labeled patient: 1 labeled, 1 unlabeled, 1 val."""
     out = tmp_path_factory.mktemp("acdc_sss_prepared")
     prepare("acdc", phantom_factory("acdc", cases=5), out, split_protocol="acdc", labeled_budget=1)
-    split = json.loads((out / "split.json").read_text())
+    split = json.loads((out / "split.json").read_text(encoding="utf-8"))
     assert len(split["train_labeled"]) == 2 and len(split["train_unlabeled"]) == 2  # ED + ES frames of 1 patient
     return out
 
@@ -40,7 +40,8 @@ def test_sss_run_logs_resumes_exactly_and_saves_loadable_checkpoints(prepared, t
     config = _config(prepared)
     full_trainer = Trainer(config, tmp_path / "full", tensorboard=False)
     full = full_trainer.fit()
-    records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    metrics_text = (tmp_path / "full" / "metrics.jsonl").read_text(encoding="utf-8")
+    records = [json.loads(line) for line in metrics_text.splitlines()]
     train = [r for r in records if r["kind"] == "train"]
     assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
     for key in ("loss", "sup_loss", "unsup_loss", "conf_ratio", "pcsw_prompts", "dfe_similarity"):

@@ -249,7 +249,7 @@ def test_logic_refuses_the_wrong_channel_count_before_uploading(scene, medsamkit
 
 # ------------------------------------------------------------------------------------ extension files
 def test_ui_file_declares_every_widget_the_module_uses():
-    source = (MODULE_DIR / "MedSAMKit.py").read_text()
+    source = (MODULE_DIR / "MedSAMKit.py").read_text(encoding="utf-8")
     tree = ET.parse(MODULE_DIR / "Resources" / "UI" / "MedSAMKit.ui")
     names = {w.get("name") for w in tree.iter("widget")} | {lay.get("name") for lay in tree.iter("layout")}
     used = set(re.findall(r"self\.ui\.(\w+)", source))
@@ -262,12 +262,12 @@ def test_ui_file_declares_every_widget_the_module_uses():
 
 
 def test_cmake_ships_every_library_file_and_resource():
-    cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
     for path in sorted((MODULE_DIR / "MedSAMKitLib").glob("*.py")):
         assert f"${{MODULE_NAME}}Lib/{path.name}" in cmake, f"{path.name} is not in MODULE_PYTHON_SCRIPTS"
     for resource in re.findall(r"Resources/\S+", cmake):
         assert (MODULE_DIR / resource.replace("${MODULE_NAME}", "MedSAMKit")).is_file(), resource
-    extension = (MODULE_DIR.parent / "CMakeLists.txt").read_text()
+    extension = (MODULE_DIR.parent / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "add_subdirectory(MedSAMKit)" in extension and "slicerMacroBuildScriptedModule" in cmake
     assert (MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt").is_file()
 
@@ -281,5 +281,5 @@ def test_icon_is_a_small_png():
 
 def test_library_never_imports_slicer():
     for path in Path(MODULE_DIR / "MedSAMKitLib").glob("*.py"):
-        imports = re.findall(r"^\s*(?:import|from)\s+(\w+)", path.read_text(), flags=re.M)
+        imports = re.findall(r"^\s*(?:import|from)\s+(\w+)", path.read_text(encoding="utf-8"), flags=re.M)
         assert not {"slicer", "vtk", "qt", "ctk", "requests", "torch"} & set(imports), path.name
