@@ -7,7 +7,7 @@ should mostly belong to a single 3D connected component. For each class:
 
 1. Window lengths ``L`` run from ``ceil(S / 3)`` up to ``floor(S / 2)`` slices (``S`` = slices in
    the volume; at least 1), **shortest first**; for each length the window slides from slice 0
-   upward one slice at a time. (DESIGN.md §6 reads "window lengths from about S/3 to S/2"; the
+   upward one slice at a time. (The SSS paper describes window lengths from about S/3 to S/2; the
    authors' released code also grows the length, starting from the middle of that range.)
 2. In each window: 3D connected components of the class mask; *continuity* = voxels of the
    largest component / all foreground voxels in the window.

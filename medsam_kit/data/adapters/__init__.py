@@ -1,6 +1,6 @@
 """Dataset adapters: raw dataset folders → :class:`CaseRecord` lists → :class:`Case` objects.
 
-One adapter per raw layout (DESIGN.md §4), chosen by name::
+One adapter per raw layout (docs/design.md §4), chosen by name::
 
     from medsam_kit.data.adapters import get_adapter, load_cases
     adapter = get_adapter("acdc")

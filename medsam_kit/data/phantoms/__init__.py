@@ -1,4 +1,4 @@
-"""Synthetic phantoms written in each dataset's raw layout (DESIGN.md §4).
+"""Synthetic phantoms written in each dataset's raw layout (docs/design.md §4).
 
 Real data cannot be downloaded where this toolkit is built and tested, so every dataset
 family has a generator that writes the same file names, dtypes, label values, orientation and

@@ -1,6 +1,6 @@
 """Synthetic BraTS phantoms: skull-stripped multi-parametric brain MRI with a glioma.
 
-Each case is one folder in the BraTS raw layout (DESIGN.md §4) with four co-registered
+Each case is one folder in the BraTS raw layout (docs/design.md §4) with four co-registered
 modalities and a segmentation:
 
 * ``naming="2023"``: ``BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t1n,t1c,t2w,t2f,seg}.nii.gz``,
