@@ -31,19 +31,21 @@
   rows ``r*B/N ..``; gradients are averaged across ranks before clipping; logged losses are rank means;
   rank 0 alone writes files and validates. ``world_size == 1`` is the plain single-process loop.
 
-Method hooks (all optional; a method needs only ``loss``, ``state_dict``, ``load_state_dict``), in
-the order the trainer calls them:
+Method hooks (:class:`~medsam_kit.methods.base.TrainingMethod`: ``loss`` is required, the rest have
+defaults; ``docs/methods.md``), in the order the trainer calls them:
 
 1. :meth:`Trainer.setup` loads the data and split, builds and freezes the model, sets ``amp``, then
-   calls ``method.setup(trainer)`` (the method may read ``model``, ``device``, ``train_cases``,
-   ``unlabeled_cases``, ``val_cases``, ``intensity``, ``augment``, ``class_values``, ``config``,
-   ``amp``/``amp_dtype``, ``rank``/``world_size``, and build its own modules on ``device``).
+   calls ``method.setup(context)`` with a :class:`~medsam_kit.methods.base.TrainContext` (model,
+   device, labeled / unlabeled cases, label lookup table, intensity spec, augmentation, the train
+   settings methods use, AMP, rank / world size); the method may build its own modules on the device.
 2. Then the optimizer is built over the model's trainable parameters (group 0) plus
-   ``method.parameters()`` when the method has it (group 1, same LR schedule); both are clipped
+   ``method.parameters()`` (group 1, same LR schedule; none by default); both are clipped
    together and averaged across ranks. The method's ``state_dict`` must carry those modules' weights.
 3. ``fit(resume=True)`` restores model, optimizer and ``method.load_state_dict`` after setup.
 4. Per micro-batch ``method.loss(model, batch, micro)``; after each optimizer step (1-based
    ``step``) ``method.after_step(model, step)`` on every rank, before validation and checkpointing.
+5. Each validation asks ``method.validation_observer(K + 1)`` for an observer of the coarse logits
+   whose ``logs()`` join the validation record (None by default).
 
 The library never prints: progress goes to ``callbacks`` (objects with any of ``on_start(trainer,
 start_step, total_steps)``, ``on_step(step, logs)``, ``on_validation(step, result)``, ``on_end(result)``).
@@ -60,7 +62,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -95,6 +97,9 @@ from medsam_kit.engine.run import (
     set_rng_state,
 )
 from medsam_kit.models import load_model, load_state_dict_strict, read_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:
+    from medsam_kit.methods.base import TrainContext, ValidationObserver
 
 logger = logging.getLogger(__name__)
 
@@ -172,14 +177,17 @@ class Trainer:
         config: the experiment (:func:`medsam_kit.engine.config.load_config`).
         run_dir: the run folder (created).
         callbacks: progress observers (module docstring).
-        method: a method object; default ``get_method(config.method)``.
+        method: a :class:`~medsam_kit.methods.base.TrainingMethod`; default ``get_method(config.method)``.
         tensorboard: write TensorBoard scalars when the package is installed.
     """
 
     def __init__(self, config: ExperimentConfig, run_dir, *, callbacks=(), method=None,
                  tensorboard: bool = True) -> None:
-        from medsam_kit.methods import get_method  # methods import engine.losses
+        from medsam_kit.methods import TrainingMethod, get_method  # methods import engine.losses
 
+        if method is not None and not isinstance(method, TrainingMethod):
+            raise TypeError(f"method must be a medsam_kit.methods.TrainingMethod (docs/methods.md), got "
+                            f"{type(method).__name__}")
         self.config = config
         self.run_dir = Path(run_dir)
         self.callbacks = list(callbacks)
@@ -208,7 +216,7 @@ class Trainer:
 
     @property
     def needs_unlabeled(self) -> bool:
-        return bool(getattr(self.method, "needs_unlabeled", False))
+        return bool(self.method.needs_unlabeled)
 
     def _init_distributed(self) -> None:
         """Join the torchrun process group once (no-op in a single process); sets the rank's device."""
@@ -280,7 +288,7 @@ class Trainer:
         if self.needs_unlabeled and not self.unlabeled_cases.entries:
             counts = ", ".join(f"{k}: {len(v)}" for k, v in split.items() if isinstance(v, list))
             raise ValueError(
-                f"{split_path}: method {getattr(self.method, 'name', type(self.method).__name__)!r} needs unlabeled "
+                f"{split_path}: method {self.method.name or type(self.method).__name__!r} needs unlabeled "
                 f"training cases but the split's train_unlabeled is empty ({counts}); prepare with a labeled budget "
                 "(`medsam-kit prepare DATASET SRC --out DIR --labeled-budget N`) or add unlabeled cases"
             )
@@ -312,9 +320,8 @@ class Trainer:
         self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
         # Identical on every rank already (same seed and code); copying rank 0's is DDP's safeguard.
         broadcast_parameters([*self.model.parameters(), *self.model.buffers()], self.dist)
-        setup_method = getattr(self.method, "setup", None)
-        if setup_method is not None:  # before the optimizer: the method may add trainable modules
-            setup_method(self)
+        self.context = self._context()
+        self.method.setup(self.context)  # before the optimizer: the method may add trainable modules
         model_params = [p for p in self.model.parameters() if p.requires_grad]
         extra = self._method_parameters({id(p) for p in self.model.parameters()})
         broadcast_parameters(extra, self.dist)
@@ -346,11 +353,23 @@ class Trainer:
             if not target.is_file() or target.read_text(encoding="utf-8") != text:
                 target.write_text(text, encoding="utf-8")
 
+    def _context(self) -> TrainContext:
+        """What the method's ``setup`` may read (:class:`~medsam_kit.methods.base.TrainContext`)."""
+        from medsam_kit.methods.base import TrainContext
+
+        t = self.config.train
+        return TrainContext(
+            model=self.model, device=self.device, train_cases=self.train_cases, unlabeled_cases=self.unlabeled_cases,
+            class_values=tuple(self.class_values), label_lut=self.label_lut, intensity=self.intensity,
+            augment=self.augment, steps=int(t.steps), grad_accumulation=int(t.grad_accumulation),
+            val_batch_size=int(t.val_batch_size), amp=self.amp, amp_dtype=self.amp_dtype, rank=self.rank,
+            world_size=self.world_size,
+        )
+
     def _method_parameters(self, exclude: set[int]) -> list[torch.nn.Parameter]:
         """Trainable ``method.parameters()`` (e.g. SSS's DFE) not already among the model's, in order."""
-        getter = getattr(self.method, "parameters", None)
         extra: list[torch.nn.Parameter] = []
-        for param in getter() if getter is not None else []:
+        for param in self.method.parameters():
             if param.requires_grad and id(param) not in exclude:
                 exclude.add(id(param))
                 extra.append(param)
@@ -532,7 +551,6 @@ class Trainer:
         end = t.steps if stop_at is None else min(t.steps, stop_at)
         result = FitResult(self.run_dir, start, start)
         self._notify("on_start", self, start, end)
-        after_step = getattr(self.method, "after_step", None)
         try:
             if t.validate_at_start and start == 0 and self.val_cases.entries:
                 self._validate_and_log(0, log, result)
@@ -562,8 +580,7 @@ class Trainer:
                 self.scaler.update()
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()
-                if after_step is not None:
-                    after_step(self.model, step)
+                self.method.after_step(self.model, step)
                 sums = average_logs(sums, self.dist, self.device)
                 record = {"kind": "train", "step": step, **sums, "lr": lr, "seconds": time.perf_counter() - tic}
                 log.log(record)
@@ -605,10 +622,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
-    def predict_case(self, image: np.ndarray, calibration: PseudoLabelCalibration | None = None,
+    def predict_case(self, image: np.ndarray, calibration: PseudoLabelCalibration | ValidationObserver | None = None,
                      label: np.ndarray | None = None, model: torch.nn.Module | None = None) -> np.ndarray:
         """Coarse-head labels ``(Z, Y, X)`` (label values) for a preprocessed image ``(C, Z, Y, X)``;
-        with ``calibration`` and the case's ``label``, its logits are also counted there. ``model``:
+        with ``calibration`` (anything with ``add(logits, class indices)``) and the case's ``label``, its
+        logits are also counted there. ``model``:
         another model than the one trained (e.g. an SSS teacher), used as is (eval mode is the caller's)."""
         x = torch.from_numpy(np.ascontiguousarray(to_unit(np.asarray(image), self.intensity)))
         values = torch.tensor([0, *self.class_values])
@@ -632,22 +650,20 @@ class Trainer:
 
         Returns:
             ``{"val_dice": mean over classes of the train.select_on mode, "val_dice_per_class": {name: mean
-            over cases} of that mode, "val_select_on": mode, "val_modes": {mode: {"mean", "per_class"}}}``.
-            For a method with a confidence threshold (``method.pseudo_label_threshold``, SSS) also
-            ``val_pseudo_coverage`` / ``val_pseudo_precision``: the share of validation pixels the
-            model is that sure of, and the share of those it labels right (:class:`PseudoLabelCalibration`;
-            a threshold that keeps few pixels, or wrong ones, is the wrong threshold for this model).
+            over cases} of that mode, "val_select_on": mode, "val_modes": {mode: {"mean", "per_class"}}}``,
+            plus the ``logs()`` of the method's validation observer
+            (:meth:`~medsam_kit.methods.base.TrainingMethod.validation_observer`), which sees the coarse
+            logits of every val case (e.g. SSS: how many pixels pass its confidence threshold).
         """
         t = self.config.train
         was_training = self.model.training
         self.model.eval()
-        threshold = getattr(self.method, "pseudo_label_threshold", None)
-        calibration = PseudoLabelCalibration(len(self.class_values) + 1) if threshold is not None else None
+        observer = self.method.validation_observer(len(self.class_values) + 1)
         names = self.plan.label_names
         coarse = DiceTally(self.class_values)
         for case in self.val_cases:
             label = np.asarray(case.label)
-            coarse.add(self.predict_case(case.image, calibration, label), label)
+            coarse.add(self.predict_case(case.image, observer, label), label)
         mean, per_class = coarse.summary(names)
         modes = {"coarse": {"mean": mean, "per_class": per_class}}
         pipeline = [m for m in t.val_modes if m != "coarse"]
@@ -660,7 +676,6 @@ class Trainer:
         chosen = modes[t.select_on]
         record = {"val_dice": chosen["mean"], "val_dice_per_class": chosen["per_class"], "val_select_on": t.select_on,
                   "val_modes": modes}
-        if calibration is not None:
-            kept = calibration.summary([threshold])[f"{float(threshold):g}"]
-            record.update({"val_pseudo_coverage": kept["coverage"], "val_pseudo_precision": kept["precision"]})
+        if observer is not None:
+            record.update(observer.logs())
         return record

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from medsam_kit.engine.losses import CoarseLoss, MaskLoss
+from medsam_kit.methods.base import TrainingMethod
 from medsam_kit.prompts import MaskPromptConfig, batch_prompts_from_labels
 
 
@@ -65,8 +66,12 @@ class SupervisedParams:
     coarse_batch_dice: bool = False
 
 
-class SupervisedMethod:
-    """Strategy object for :class:`medsam_kit.engine.trainer.Trainer` (see module docstring)."""
+class SupervisedMethod(TrainingMethod):
+    """Strategy object for :class:`medsam_kit.engine.trainer.Trainer` (see module docstring).
+
+    Stateless: only :meth:`loss` (the other hooks keep :class:`~medsam_kit.methods.base.TrainingMethod`'s
+    defaults: no setup, no parameters of its own, nothing to save for a resume).
+    """
 
     name = "supervised"
 
@@ -148,10 +153,3 @@ class SupervisedMethod:
         else:
             tensors += [None, None]
         return tensors
-
-    def state_dict(self) -> dict:
-        """Nothing stateful (an EMA teacher would live here in other methods)."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        del state

@@ -19,9 +19,10 @@ from medsam_kit.engine.config import config_from_dict
 from medsam_kit.engine.intensity import to_unit
 from medsam_kit.engine.losses import CoarseLoss
 from medsam_kit.engine.trainer import Trainer
+from medsam_kit.methods import TrainContext, TrainingMethod
 
 
-class RecordingMethod:
+class RecordingMethod(TrainingMethod):
     """Labeled coarse loss + ``scale`` x unlabeled coarse-head entropy; records batches and hook calls.
 
     Both terms are means over samples of equal size, so the loss of a global batch is the mean of the
@@ -42,20 +43,19 @@ class RecordingMethod:
         self.first_grads: torch.Tensor | None = None
         self.coarse_loss = CoarseLoss()
 
-    def setup(self, trainer) -> None:
+    def setup(self, context: TrainContext) -> None:
         self.calls.append(("setup",))
         self.setup_info = {
-            "has_optimizer": hasattr(trainer, "optimizer"),
-            "model_built": trainer.model is not None,
-            "device": str(trainer.device),
-            "unlabeled_ids": list(trainer.unlabeled_cases.case_ids),
-            "train_ids": list(trainer.train_cases.case_ids),
-            "rank": trainer.rank,
-            "world_size": trainer.world_size,
-            "amp": trainer.amp,
-            "intensity": dict(trainer.intensity),
+            "model_built": context.model is not None,
+            "device": str(context.device),
+            "unlabeled_ids": list(context.unlabeled_cases.case_ids),
+            "train_ids": list(context.train_cases.case_ids),
+            "rank": context.rank,
+            "world_size": context.world_size,
+            "amp": context.amp,
+            "intensity": dict(context.intensity),
         }
-        self.scale = torch.nn.Parameter(torch.ones((), device=trainer.device))
+        self.scale = torch.nn.Parameter(torch.ones((), device=context.device))
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [self.scale]
@@ -140,9 +140,9 @@ def test_unlabeled_stream_hooks_and_method_parameters(prepared_ssl, tmp_path):
     split = json.loads((prepared_ssl / "split.json").read_text(encoding="utf-8"))
     assert split["train_unlabeled"] and set(split["train_unlabeled"]).isdisjoint(split["train_labeled"])
 
-    # setup(trainer) once, before the optimizer, with the data and model in place
+    # setup(context) once, before the optimizer (its parameter is in the optimizer: below), with the data and model
     info = method.setup_info
-    assert info["model_built"] and not info["has_optimizer"]
+    assert info["model_built"]
     assert info["unlabeled_ids"] == split["train_unlabeled"] == trainer.unlabeled_cases.case_ids
     assert info["train_ids"] == split["train_labeled"]
     assert (info["rank"], info["world_size"], info["device"], info["amp"]) == (0, 1, "cpu", False)

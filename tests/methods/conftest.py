@@ -1,4 +1,4 @@
-"""Fixtures for method tests: a stand-in for the set-up Trainer that ``SSSMethod.setup`` reads."""
+"""Fixtures for method tests: a :class:`~medsam_kit.methods.TrainContext` as the Trainer hands ``SSSMethod.setup``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from medsam_kit.engine.augment import AugmentParams, SpatialAugment
+from medsam_kit.methods import TrainContext
 
 
 def object_volume(shape=(6, 80, 80), classes=((1, (1, 5), (20, 44), (24, 52)), (2, (2, 6), (50, 70), (10, 30)))):
@@ -20,8 +21,8 @@ def object_volume(shape=(6, 80, 80), classes=((1, (1, 5), (20, 44), (24, 52)), (
 
 
 @pytest.fixture
-def fake_trainer():
-    """``fake_trainer(image_size=64, num_classes=2, cases=2, **train) -> SimpleNamespace`` like a set-up Trainer.
+def fake_context():
+    """``fake_context(image_size=64, num_classes=2, cases=2, **train) -> TrainContext`` as a set-up Trainer builds.
 
     Unlabeled cases ``u0``, ``u1``: ``(1, 6, 80, 80)`` images in ``[0, 1]`` showing the objects of
     :func:`object_volume` over noise; intensity mapping identity; augment = the trainer's default warps.
@@ -39,12 +40,10 @@ def fake_trainer():
             image = 0.2 + 0.3 * object_volume().astype(np.float32) + 0.05 * rng.standard_normal((6, 80, 80))
             volumes.append(types.SimpleNamespace(case_id=f"u{i}", image=image.clip(0, 1)[None].astype(np.float32)))
         augment = SpatialAugment(AugmentParams(probability=0.8, rotate_deg=15, scale=(0.85, 1.2), translate=0.1), 0.0)
-        train = types.SimpleNamespace(grad_accumulation=grad_accumulation, val_batch_size=val_batch_size,
-                                      steps=steps)
         labeled = [types.SimpleNamespace(case_id="l0", image=volumes[0].image, label=object_volume())]
-        return types.SimpleNamespace(model=model, device=torch.device("cpu"), unlabeled_cases=volumes,
-                                     train_cases=labeled, label_lut=torch.arange(num_classes + 1),
-                                     intensity={"kind": "identity"}, augment=augment,
-                                     config=types.SimpleNamespace(train=train), class_values=list(range(1, 3)))
+        return TrainContext(model=model, device=torch.device("cpu"), train_cases=labeled, unlabeled_cases=volumes,
+                            class_values=tuple(range(1, num_classes + 1)), label_lut=torch.arange(num_classes + 1),
+                            intensity={"kind": "identity"}, augment=augment, steps=steps,
+                            grad_accumulation=grad_accumulation, val_batch_size=val_batch_size)
 
     return make

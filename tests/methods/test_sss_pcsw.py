@@ -55,9 +55,9 @@ def test_cache_skips_missing_classes_and_fallbacks():
     assert [p.cls for p in cache.prompts("a", 0)] == [1]
 
 
-def test_coarse_class_volume_covers_slices_larger_than_the_model(fake_trainer):
-    trainer = fake_trainer(image_size=64, num_classes=2)
-    model = trainer.model.eval()
+def test_coarse_class_volume_covers_slices_larger_than_the_model(fake_context):
+    context = fake_context(image_size=64, num_classes=2)
+    model = context.model.eval()
     image = torch.rand(1, 3, 80, 96)
     labels = coarse_class_volume(model, image, batch_size=2)
     assert labels.shape == (3, 80, 96) and labels.dtype == np.uint8 and labels.max() <= 2
@@ -72,10 +72,10 @@ def _unlabeled(batch, size=64, z=2):
             "patch_origin": torch.tensor([[z, 8, 8]] * batch)}
 
 
-def test_method_counts_teacher_coarse_passes_per_volume_and_refresh(fake_trainer):
-    trainer = fake_trainer(image_size=64, num_classes=2, val_batch_size=8)
+def test_method_counts_teacher_coarse_passes_per_volume_and_refresh(fake_context):
+    context = fake_context(image_size=64, num_classes=2, val_batch_size=8)
     method = SSSMethod(SSSParams(pcsw_refresh=2, dfe=False))
-    method.setup(trainer)
+    method.setup(context)
     teacher = method.teacher.model
     calls = []
     original = teacher.coarse_logits
@@ -88,7 +88,7 @@ def test_method_counts_teacher_coarse_passes_per_volume_and_refresh(fake_trainer
     weak_pass = [2]  # the weak view, before the prompts are looked up
     sizes = []
     for step in range(5):
-        method.loss(trainer.model, batch, step)
+        method.loss(context.model, batch, step)
         sizes.append(list(calls))
         calls.clear()
     assert method.pcsw.computed == 6  # two volumes at steps 0, 2 and 4

@@ -28,6 +28,8 @@ on one or two labeled volumes is not, for its first few hundred steps.
 After every optimizer step the trainer calls :meth:`SSSMethod.after_step`, which updates the teacher.
 DFE's parameters are the method's own (:meth:`SSSMethod.parameters`; the trainer optimises them
 with the model's) and are saved with the teacher and the PCSW cache in :meth:`SSSMethod.state_dict`.
+Validation also reports how sure the model is with the fixed confidence threshold
+(:meth:`SSSMethod.validation_observer`).
 
 Randomness: views, CutMix and the prompt subset come from generators seeded by ``(seed, micro-batch
 index, stream)``; with the teacher and the PCSW cache restored from the state, a resumed run computes
@@ -43,7 +45,9 @@ import numpy as np
 import torch
 
 from medsam_kit.engine.augment import AugmentParams
+from medsam_kit.engine.coarse import PseudoLabelCalibration
 from medsam_kit.engine.intensity import to_unit
+from medsam_kit.methods.base import TrainContext, TrainingMethod
 from medsam_kit.methods.sss.dfe import DFE, feature_widths
 from medsam_kit.methods.sss.pcsw_cache import PcswCache, coarse_class_volume, crop_prompts
 from medsam_kit.methods.sss.pseudo import (
@@ -217,24 +221,29 @@ class SSSParams(SupervisedParams):
         return AugmentParams(**values)
 
 
-def _class_counts(trainer, num_classes: int) -> torch.Tensor:
-    """``(K + 1,)`` voxel counts of each class over the labeled training volumes (``trainer.train_cases``)."""
+def _class_counts(context: TrainContext, num_classes: int) -> torch.Tensor:
+    """``(K + 1,)`` voxel counts of each class over the labeled training volumes (``context.train_cases``)."""
     counts = torch.zeros(num_classes, dtype=torch.float64)
-    for case in trainer.train_cases:
-        classes = trainer.label_lut[torch.from_numpy(np.array(case.label, dtype=np.int64))]
+    for case in context.train_cases:
+        classes = context.label_lut[torch.from_numpy(np.array(case.label, dtype=np.int64))]
         counts += torch.bincount(classes.reshape(-1), minlength=num_classes)[:num_classes].double()
     return counts
 
 
-def _share(batch: int) -> tuple[int, int]:
-    """``(total, offset)`` of this rank's samples in the global unlabeled batch (contiguous shares)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
-        return batch * world, batch * rank
-    return batch, 0
+class PseudoLabelReport(PseudoLabelCalibration):
+    """Validation observer: share of the validation pixels the model is ``threshold`` sure of, and of those
+    the share it labels right (``val_pseudo_coverage`` / ``val_pseudo_precision``)."""
+
+    def __init__(self, num_classes: int, threshold: float) -> None:
+        super().__init__(num_classes)
+        self.threshold = threshold
+
+    def logs(self) -> dict[str, float | None]:
+        kept = self.summary([self.threshold])[f"{float(self.threshold):g}"]
+        return {"val_pseudo_coverage": kept["coverage"], "val_pseudo_precision": kept["precision"]}
 
 
-class SSSMethod:
+class SSSMethod(TrainingMethod):
     """Strategy object for the Trainer (module docstring); call :meth:`setup` before :meth:`loss`."""
 
     name = "sss"
@@ -254,41 +263,42 @@ class SSSMethod:
         self.alignment: DistributionAlignment | None = None
         self.grad_accumulation = 1
         self.unlabeled_start = 0  # optimizer steps; resolved from params (a share of train.steps) in setup()
+        self.rank, self.world_size = 0, 1  # this process's share of the global unlabeled batch (setup)
 
     # ------------------------------------------------------------------ setup
-    def setup(self, trainer) -> None:
-        """Build teacher, DFE and the PCSW cache from a set-up trainer (model, data, intensity, augment).
+    def setup(self, context: TrainContext) -> None:
+        """Build teacher, DFE and the PCSW cache.
 
-        Uses ``trainer.model``, ``trainer.unlabeled_cases`` (cases with ``case_id`` and ``image``
-        ``(C, Z, Y, X)`` preprocessed), ``trainer.intensity``, ``trainer.augment`` (its ``params``
-        and ``pad_value``), ``trainer.config.train`` (``grad_accumulation``, ``val_batch_size``)
-        and, when present, ``trainer.amp`` / ``trainer.amp_dtype``.
+        Uses the context's ``model``, ``unlabeled_cases`` (cases with ``case_id`` and ``image``
+        ``(C, Z, Y, X)`` preprocessed), ``intensity``, ``augment`` (its ``params`` and ``pad_value``),
+        ``steps``, ``grad_accumulation``, ``val_batch_size``, ``amp`` / ``amp_dtype``, ``rank`` /
+        ``world_size`` and, with ``distribution_alignment``, ``train_cases`` / ``label_lut``.
         """
         p = self.params
-        model = trainer.model
+        model = context.model
         device = next(model.parameters()).device
+        self.rank, self.world_size = int(context.rank), int(context.world_size)
         self.teacher = EMATeacher(model)
         if p.threshold_mode == "adaptive":
             self.class_thresholds = ClassThresholds(int(model.num_classes) + 1, p.threshold, p.threshold_momentum)
         if p.distribution_alignment:
-            self.alignment = DistributionAlignment(_class_counts(trainer, int(model.num_classes) + 1),
+            self.alignment = DistributionAlignment(_class_counts(context, int(model.num_classes) + 1),
                                                    p.alignment_momentum)
-        self.weak_params = p.weak(trainer.augment.params)
-        self.pad_value = float(trainer.augment.pad_value)
-        train = trainer.config.train
-        self.grad_accumulation = int(train.grad_accumulation)
+        self.weak_params = p.weak(context.augment.params)
+        self.pad_value = float(context.augment.pad_value)
+        self.grad_accumulation = int(context.grad_accumulation)
         start = p.unlabeled_start
-        self.unlabeled_start = int(start) if isinstance(start, int) else round(float(start) * int(train.steps))
-        intensity = trainer.intensity
-        cases = trainer.unlabeled_cases
+        self.unlabeled_start = int(start) if isinstance(start, int) else round(float(start) * int(context.steps))
+        intensity = context.intensity
+        cases = context.unlabeled_cases
         by_id = None if hasattr(cases, "case") else {c.case_id: c for c in cases}
-        amp = bool(getattr(trainer, "amp", False))
-        autocast = (lambda: torch.autocast(device.type, dtype=trainer.amp_dtype)) if amp else None
+        autocast = (lambda: torch.autocast(device.type, dtype=context.amp_dtype)) if context.amp else None
+        val_batch_size = int(context.val_batch_size)
 
         def coarse_volume(case_id: str):
             case = cases.case(case_id) if by_id is None else by_id[case_id]
             image = torch.as_tensor(to_unit(case.image, intensity))
-            return coarse_class_volume(self.teacher.model, image, int(train.val_batch_size), self.pad_value, autocast)
+            return coarse_class_volume(self.teacher.model, image, val_batch_size, self.pad_value, autocast)
 
         self.pcsw = PcswCache(coarse_volume, model.num_classes, p.pcsw_refresh, p.pcsw_tau, p.pcsw_min_voxels,
                               p.pcsw_fallback)
@@ -298,11 +308,10 @@ class SSSMethod:
                                                               model.image_size, device=device))
             self.dfe = DFE(feature_widths(probe), p.dfe_width or model.embed_dim).to(device)
 
-    @property
-    def pseudo_label_threshold(self) -> float | None:
-        """The fixed confidence threshold (None for the per-class modes): the trainer's validation
-        reports how many validation pixels the model is that sure of and how many of those are right."""
-        return self.params.threshold if self.params.threshold_mode == "fixed" else None
+    def validation_observer(self, num_classes: int) -> PseudoLabelReport | None:
+        """With the fixed threshold (not the per-class modes): validation reports how many validation pixels
+        the model is that sure of and how many of those are right (:class:`PseudoLabelReport`)."""
+        return PseudoLabelReport(num_classes, self.params.threshold) if self.params.threshold_mode == "fixed" else None
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """Trainable parameters of the method itself (DFE), to optimise with the model's."""
@@ -326,7 +335,7 @@ class SSSMethod:
             pixels), ``pcsw_prompts`` (PCSW prompts decoded), ``dfe_similarity`` (with DFE).
         """
         if self.teacher is None:
-            raise RuntimeError("SSSMethod.setup(trainer) must run before loss(): it builds the EMA teacher")
+            raise RuntimeError("SSSMethod.setup(context) must run before loss(): it builds the EMA teacher")
         unlabeled = batch.get("unlabeled")
         if unlabeled is None:
             raise ValueError("the SSS method needs batch['unlabeled'] (the trainer's unlabeled stream over the "
@@ -353,7 +362,7 @@ class SSSMethod:
         images = unlabeled["image"]
         batch = images.shape[0]
         size = (images.shape[-2], images.shape[-1])
-        total, offset = _share(batch)
+        total, offset = batch * self.world_size, batch * self.rank  # this rank's rows of the global batch
         gen = lambda stream: step_generator(p.seed, step, stream)  # noqa: E731
         weak, matrices = weak_view(images, self.weak_params, gen(WEAK), self.pad_value, total, offset)
 
@@ -439,7 +448,7 @@ class SSSMethod:
         """Teacher update after optimizer step ``step`` (1-based): a copy of the student up to
         ``unlabeled_start``, its EMA after (the momentum warm-up counted from ``unlabeled_start``)."""
         if self.teacher is None:
-            raise RuntimeError("SSSMethod.setup(trainer) must run before after_step()")
+            raise RuntimeError("SSSMethod.setup(context) must run before after_step()")
         p = self.params
         since = int(step) - self.unlabeled_start
         momentum = 0.0 if since <= 0 else ema_momentum(p.ema_momentum, since, p.ema_warmup)
@@ -464,7 +473,7 @@ class SSSMethod:
         if not state:
             return
         if self.teacher is None:
-            raise RuntimeError("SSSMethod.setup(trainer) must run before load_state_dict()")
+            raise RuntimeError("SSSMethod.setup(context) must run before load_state_dict()")
         self.teacher.load_state_dict(state["teacher"])
         self.pcsw.load_state_dict(state.get("pcsw", {}))
         if self.class_thresholds is not None:
