@@ -8,7 +8,9 @@ the split's *test* patients (never seen in training or checkpoint selection) and
 Floors, and why: measured on this test's run (held-out ED + ES of the 2 test patients, 2 CPU
 cores, 2026-11) prompted mean Dice 0.80 (RV 0.85 / MYO 0.74 / LV 0.82) with one ground-truth box
 per class on one slice, automatic 0.80 (0.85 / 0.74 / 0.81); the worst single case-class score
-was 0.67. The floors sit 0.08-0.10 below the means: far above what unguided box propagation
+was 0.67. Re-measured 2026-12 with validation every 500 steps and automatic ``refine="auto"``:
+prompted 0.81 (0.86 / 0.72 / 0.84), automatic 0.82 (0.91 / 0.75 / 0.80).
+The floors sit 0.08-0.10 below the means: far above what unguided box propagation
 reached before (0.35 prompted / 0.40 automatic on the same kind of run) or a global threshold
 reaches on these phantoms (LV 0.31-0.70), and loose enough for differences of CPU kernels
 between machines. A per-class floor catches a structure that is lost while the mean looks fine.

@@ -13,8 +13,8 @@ neither stops where a structure ends nor resists drifting onto a neighbour of si
 semantic head supplies both: on the next slice, the coarse head's components of the label that
 touch the previous mask's box are the region the box and point are taken from, and no such
 component ends the object. Models whose coarse head is untrained (official weights) use
-``guide="none"``. SAM-2 models use the same box propagation for now;
-SAM-2 memory-attention propagation (slices as video frames) is left for later.
+``guide="none"``. SAM-2 models may instead propagate with memory attention, slices as video frames
+(:func:`medsam_kit.infer.memory.propagate_with_memory`, ``--propagation memory``).
 
 **Automatic**: the coarse semantic head labels every slice (batched, chunk by chunk), PCSW
 (:func:`medsam_kit.prompts.pcsw_prompts`) turns those coarse masks into one key slice + box +
