@@ -46,7 +46,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "acdc_sss_1case.yaml"
 METHODS = ("supervised", "sss_no_dfe", "sss")
@@ -162,12 +161,13 @@ def main() -> None:
                                                                 "(default: a new temporary folder)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+    from medsam_kit.cli.train import parse_set_values
+
+    try:  # keys of the method section: the same parsing as `medsam-kit train --set method.KEY=VALUE`
+        parsed = parse_set_values([f"method.{item}" for item in args.set])
+        overrides = {key.removeprefix("method."): value for key, value in parsed.items()}
+    except ValueError as exc:
+        parser.error(f"--set takes KEY=VALUE of the method section ({exc})")
     budgets = [b if b == "all" else int(b) for b in args.budgets]
     if args.steps is None:
         from medsam_kit.engine.config import load_config

@@ -447,11 +447,6 @@ class SlicePredictor:
         return self.decode(features, shape_yx, box, points, point_labels, mask_input, window)[0]
 
     @torch.no_grad()
-    def coarse_labels(self, volume_id: Hashable, volume: np.ndarray, indices: Sequence[int]) -> np.ndarray:
-        """Coarse-head argmax ``(B, Y, X)`` uint8 of slices ``indices`` (class k = label value k)."""
-        return self.coarse_probabilities(volume_id, volume, indices).argmax(dim=1).to(torch.uint8).numpy()
-
-    @torch.no_grad()
     def coarse_probabilities(self, volume_id: Hashable, volume: np.ndarray, indices: Sequence[int]) -> torch.Tensor:
         """Coarse-head class probabilities ``(B, K + 1, Y, X)`` float32 (CPU) of slices ``indices``.
 

@@ -304,23 +304,26 @@ def _segment_with_memory(predictor: SlicePredictor, volume_id: Hashable, image: 
     return assembler
 
 
-def coarse_volume(predictor: SlicePredictor, volume_id: Hashable, image: np.ndarray, class_values: Sequence[int],
-                  probabilities: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def coarse_volume(predictor: SlicePredictor, volume_id: Hashable, image: np.ndarray,
+                  class_values: Sequence[int] | None, probabilities: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
     """Coarse-head labels and (optionally) class probabilities of ``image`` ``(C, Z, Y, X)``, ``batch_size``
     slices at a time.
 
     Returns:
         ``(labels (Z, Y, X) uint8, probabilities (K + 1, Z, Y, X) float16 or None)``: labels are the
         float32 argmax (as :func:`coarse_label_volume`; channel ``k`` is label ``class_values[k - 1]``),
-        probabilities channel 0 background (None unless ``probabilities``).
+        probabilities channel 0 background (None unless ``probabilities``). ``class_values`` None: channel
+        ``k`` is label ``k``.
     """
     _, nz, ny, nx = image.shape
-    lut = np.asarray([0, *class_values], dtype=np.uint8)
+    lut = None if class_values is None else np.asarray([0, *class_values], dtype=np.uint8)
     labels, kept = np.zeros((nz, ny, nx), np.uint8), None
     for start in range(0, nz, predictor.batch_size):
         indices = list(range(start, min(nz, start + predictor.batch_size)))
         chunk = predictor.coarse_probabilities(volume_id, image, indices)  # (B, K + 1, Y, X) float32
-        labels[start:start + len(indices)] = lut[chunk.argmax(dim=1).numpy()]
+        channels = chunk.argmax(dim=1).to(torch.uint8).numpy()
+        labels[start:start + len(indices)] = channels if lut is None else lut[channels]
         if probabilities:
             if kept is None:
                 kept = np.zeros((chunk.shape[1], nz, ny, nx), np.float16)
@@ -337,14 +340,7 @@ def coarse_label_volume(predictor: SlicePredictor, volume_id: Hashable, image: n
             trainer's rule: the dataset's sorted non-zero label values, e.g. BraTS 2021 ``[1, 2, 4]``);
             None: channel k is label k.
     """
-    _, nz, ny, nx = image.shape
-    lut = None if class_values is None else np.asarray([0, *class_values], dtype=np.uint8)
-    labels = np.zeros((nz, ny, nx), np.uint8)
-    for start in range(0, nz, predictor.batch_size):
-        indices = list(range(start, min(nz, start + predictor.batch_size)))
-        channels = predictor.coarse_labels(volume_id, image, indices)
-        labels[start:start + len(indices)] = channels if lut is None else lut[channels]
-    return labels
+    return coarse_volume(predictor, volume_id, image, class_values, probabilities=False)[0]
 
 
 def automatic_prompts(coarse_labels: np.ndarray, classes: Sequence[int], tau: float = TAU, min_voxels: int = 10
